@@ -1,0 +1,20 @@
+//! Shared pieces of outbox-cdc.
+//!
+//! - [`envelope`]: the JSON envelope and headers every event carries on Kafka.
+//! - [`emit`]: the application-side API that writes an event into `outbox_events` inside the
+//!   caller's transaction (the transactional outbox itself).
+//! - [`migrate`]: the embedded SQL migrations (`migrations/`) and the `migrate` command.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz` for every service.
+//! - [`telemetry`]: logging set-up shared by the binaries.
+//! - `testkit` (feature `testkit`): harness for integration tests against real services.
+
+pub mod emit;
+pub mod envelope;
+pub mod http;
+pub mod migrate;
+pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use emit::{NewEvent, emit};
+pub use envelope::Envelope;
