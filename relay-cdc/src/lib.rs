@@ -1,2 +1,3 @@
 pub mod lsn;
 pub mod pgoutput;
+pub mod replication;
