@@ -1,0 +1,274 @@
+//! What each event type does to the projections.
+//!
+//! [`prepare`] turns an envelope into an [`Effect`] without touching the database, so a payload
+//! the handler cannot use is known before the transaction. [`apply_games`] writes the effects
+//! of many events with a constant number of statements.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use outbox::Envelope;
+use serde::Deserialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+pub const GAME_FINISHED: &str = "game.finished";
+
+/// The effect of one event on the projections.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    GameFinished(GameFinished),
+    /// An event type without a handler: recorded as `skipped`, not failed.
+    Skip,
+}
+
+/// A `game.finished` payload, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GameFinished {
+    pub game_id: String,
+    pub chat_id: i64,
+    pub winner_id: Option<String>,
+    pub standings: Vec<Standing>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Standing {
+    pub player_id: String,
+    pub name: String,
+}
+
+/// The payload does not fit its event type's contract; retrying cannot change that.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {event_type} payload: {reason}")]
+pub struct PayloadError {
+    pub event_type: String,
+    pub reason: String,
+}
+
+/// Player ids are Telegram user ids (numbers) or strings; both are stored as text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PlayerId {
+    Text(String),
+    Number(i64),
+}
+
+impl PlayerId {
+    fn into_string(self) -> String {
+        match self {
+            PlayerId::Text(s) => s,
+            PlayerId::Number(n) => n.to_string(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct GameFinishedPayload {
+    game_id: String,
+    chat_id: i64,
+    #[serde(default)]
+    standings: Option<Vec<StandingPayload>>,
+    #[serde(default)]
+    winner_id: Option<PlayerId>,
+}
+
+#[derive(Deserialize)]
+struct StandingPayload {
+    player_id: PlayerId,
+    name: String,
+}
+
+pub fn prepare(e: &Envelope) -> Result<Effect, PayloadError> {
+    match e.event_type.as_str() {
+        GAME_FINISHED => game_finished(&e.payload)
+            .map(Effect::GameFinished)
+            .map_err(|reason| PayloadError {
+                event_type: e.event_type.clone(),
+                reason,
+            }),
+        _ => Ok(Effect::Skip),
+    }
+}
+
+fn game_finished(payload: &serde_json::Value) -> Result<GameFinished, String> {
+    let p = GameFinishedPayload::deserialize(payload).map_err(|e| e.to_string())?;
+    if p.game_id.is_empty() {
+        return Err("game_id is empty".into());
+    }
+    let mut seen = HashSet::new();
+    let mut standings = Vec::new();
+    for s in p.standings.unwrap_or_default() {
+        let player_id = s.player_id.into_string();
+        if player_id.is_empty() {
+            return Err("a standing has an empty player_id".into());
+        }
+        if !seen.insert(player_id.clone()) {
+            return Err(format!("player {player_id} appears twice in standings"));
+        }
+        standings.push(Standing {
+            player_id,
+            name: s.name,
+        });
+    }
+    let winner_id = p.winner_id.map(PlayerId::into_string);
+    if let Some(w) = &winner_id
+        && !standings.is_empty()
+        && !seen.contains(w)
+    {
+        return Err(format!("winner {w} is not in standings"));
+    }
+    Ok(GameFinished {
+        game_id: p.game_id,
+        chat_id: p.chat_id,
+        winner_id,
+        standings,
+    })
+}
+
+/// A finished game to count, with the event that reported it.
+pub struct FinishedGame<'a> {
+    pub event_id: Uuid,
+    pub finished_at: DateTime<Utc>,
+    pub game: &'a GameFinished,
+}
+
+/// Counts the games, in one statement: a game already in leaderboard_games is not counted
+/// again, and players are updated only for the games inserted now. Later events win a
+/// player's name, so `games` must be in delivery order.
+pub async fn apply_games(conn: &mut PgConnection, games: &[FinishedGame<'_>]) -> Result<(), sqlx::Error> {
+    if games.is_empty() {
+        return Ok(());
+    }
+    let mut g_ids = Vec::with_capacity(games.len());
+    let mut g_chats = Vec::with_capacity(games.len());
+    let mut g_winners = Vec::with_capacity(games.len());
+    let mut g_players = Vec::with_capacity(games.len());
+    let mut g_at = Vec::with_capacity(games.len());
+    let mut g_events = Vec::with_capacity(games.len());
+    let (mut s_games, mut s_players, mut s_names, mut s_seq) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for g in games {
+        g_ids.push(g.game.game_id.as_str());
+        g_chats.push(g.game.chat_id);
+        g_winners.push(g.game.winner_id.as_deref());
+        g_players.push(g.game.standings.len() as i32);
+        g_at.push(g.finished_at);
+        g_events.push(g.event_id);
+        for s in &g.game.standings {
+            s_games.push(g.game.game_id.as_str());
+            s_players.push(s.player_id.as_str());
+            s_names.push(s.name.as_str());
+            s_seq.push(s_seq.len() as i32);
+        }
+    }
+    sqlx::query(
+        "WITH games AS (
+             INSERT INTO leaderboard_games (game_id, chat_id, winner_id, players, finished_at, event_id)
+             SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::int4[], $5::timestamptz[], $6::uuid[])
+             ON CONFLICT (game_id) DO NOTHING
+             RETURNING game_id, winner_id
+         ), standings AS (
+             SELECT s.player_id, s.name, s.seq, s.player_id = g.winner_id AS won
+             FROM UNNEST($7::text[], $8::text[], $9::text[], $10::int4[]) AS s(game_id, player_id, name, seq)
+             JOIN games g USING (game_id)
+         )
+         INSERT INTO leaderboard_players AS p (player_id, name, games_played, wins)
+         SELECT player_id, (array_agg(name ORDER BY seq DESC))[1], count(*), count(*) FILTER (WHERE won)
+         FROM standings
+         GROUP BY player_id
+         ON CONFLICT (player_id) DO UPDATE SET
+             name = EXCLUDED.name,
+             games_played = p.games_played + EXCLUDED.games_played,
+             wins = p.wins + EXCLUDED.wins,
+             updated_at = now()",
+    )
+    .bind(&g_ids)
+    .bind(&g_chats)
+    .bind(&g_winners)
+    .bind(&g_players)
+    .bind(&g_at)
+    .bind(&g_events)
+    .bind(&s_games)
+    .bind(&s_players)
+    .bind(&s_names)
+    .bind(&s_seq)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn envelope(event_type: &str, payload: serde_json::Value) -> Envelope {
+        Envelope {
+            id: Uuid::new_v4(),
+            event_type: event_type.into(),
+            aggregate_type: "game".into(),
+            aggregate_id: "g1".into(),
+            payload,
+            created_at: Utc::now(),
+            idempotency_key: None,
+        }
+    }
+
+    fn reason(payload: serde_json::Value) -> String {
+        prepare(&envelope(GAME_FINISHED, payload))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn the_seed_event_is_a_game_without_players() {
+        let e = envelope(
+            GAME_FINISHED,
+            json!({"game_id": "11111111-1111-1111-1111-111111111111", "chat_id": -5056821738i64}),
+        );
+        let Effect::GameFinished(g) = prepare(&e).unwrap() else {
+            panic!("expected a game")
+        };
+        assert_eq!(g.chat_id, -5056821738);
+        assert!(g.standings.is_empty());
+        assert_eq!(g.winner_id, None);
+    }
+
+    #[test]
+    fn standings_accept_numeric_and_string_player_ids() {
+        let e = envelope(
+            GAME_FINISHED,
+            json!({"game_id": "g1", "chat_id": 1, "winner_id": 42,
+                   "standings": [{"player_id": 42, "name": "Ann", "coins": 10, "rank": 1},
+                                 {"player_id": "p7", "name": "Bob", "coins": 3, "rank": 2}]}),
+        );
+        let Effect::GameFinished(g) = prepare(&e).unwrap() else {
+            panic!("expected a game")
+        };
+        assert_eq!(g.winner_id.as_deref(), Some("42"));
+        let ids: Vec<_> = g.standings.iter().map(|s| s.player_id.as_str()).collect();
+        assert_eq!(ids, ["42", "p7"]);
+    }
+
+    #[test]
+    fn invalid_payloads_say_why() {
+        assert!(reason(json!({"chat_id": 1})).contains("missing field `game_id`"));
+        assert!(reason(json!({"game_id": "g", "chat_id": "x"})).contains("invalid type"));
+        assert!(reason(json!({"game_id": "g", "chat_id": 1, "standings": "x"})).contains("invalid type"));
+        assert!(reason(json!({"game_id": "", "chat_id": 1})).contains("game_id is empty"));
+        let twice = json!({"game_id": "g", "chat_id": 1, "standings": [
+            {"player_id": 1, "name": "a"}, {"player_id": "1", "name": "b"}]});
+        assert!(reason(twice).contains("appears twice"));
+        let stranger = json!({"game_id": "g", "chat_id": 1, "winner_id": "9",
+            "standings": [{"player_id": 1, "name": "a"}]});
+        assert!(reason(stranger).contains("winner 9 is not in standings"));
+    }
+
+    #[test]
+    fn other_event_types_are_skipped() {
+        assert_eq!(
+            prepare(&envelope("player.joined", json!("anything"))).unwrap(),
+            Effect::Skip
+        );
+    }
+}
