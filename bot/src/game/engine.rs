@@ -257,7 +257,11 @@ impl<'a> Tx<'a> {
     fn actor_key(&self, command: &str) -> String {
         format!(
             "{}:r{}:{}:p{}:{command}:a{}",
-            self.g.id, self.round0, self.phase0, self.actor.id, self.actions0
+            self.g.id,
+            self.round0,
+            self.phase0.as_str(),
+            self.actor.id,
+            self.actions0
         )
     }
 
@@ -320,7 +324,7 @@ impl<'a> Tx<'a> {
         let round = self.g.round;
         self.emit(
             PHASE_CHANGED,
-            self.key(&format!("r{round}:{to}")),
+            self.key(&format!("r{round}:{}", to.as_str())),
             json!({"from": from, "to": to, "round": round, "forced_by": self.forced_by}),
         );
     }
@@ -516,7 +520,7 @@ impl<'a> Tx<'a> {
         let (round, phase, id) = (self.g.round, self.g.phase, self.actor.id);
         self.emit(
             PLAYER_READY,
-            self.key(&format!("r{round}:{phase}:p{id}")),
+            self.key(&format!("r{round}:{}:p{id}", phase.as_str())),
             json!({"player_id": id, "round": round, "phase": phase}),
         );
         let waiting: Vec<&str> = self
@@ -759,9 +763,9 @@ impl<'a> Tx<'a> {
         let name = self.g.players[me].name.clone();
         self.say(format!(
             "🗳 {name} calls a vote of no confidence in the chair, {chair}! Vote yes or no; \
-             it passes with {need} yes votes. /votum_result closes it early."
+             {need} yes votes remove the chair. /votum_result closes the vote early."
         ));
-        self.close_votum_if_complete();
+        self.close_votum_if_decided();
         Ok(())
     }
 
@@ -784,17 +788,18 @@ impl<'a> Tx<'a> {
         self.say(format!(
             "🗳 {name} votes {word} ({tally_yes} yes, {tally_no} no of {n})."
         ));
-        self.close_votum_if_complete();
+        self.close_votum_if_decided();
         Ok(())
     }
 
-    fn close_votum_if_complete(&mut self) {
-        if self
-            .g
-            .votum
-            .as_ref()
-            .is_some_and(|v| v.votes.len() == self.g.players.len())
-        {
+    /// Closes the vote as soon as the missing votes can no longer change its outcome.
+    fn close_votum_if_decided(&mut self) {
+        let n = self.g.players.len();
+        let decided = |v: &Votum| {
+            let missing = n - v.votes.len();
+            v.yes() * 2 > n || (v.yes() + missing) * 2 <= n
+        };
+        if self.g.votum.as_ref().is_some_and(decided) {
             if let Some(v) = self.g.votum.take() {
                 self.close_votum(v);
             }

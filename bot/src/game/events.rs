@@ -3,9 +3,10 @@
 //!
 //! Idempotency keys are deterministic, `<game id>:...:<event type>`:
 //! - events that happen once per game, round or vote name only that:
-//!   `<game>:r2:phase.changed:orders`, `<game>:r2:round.resolved`, `<game>:votum1:votum.resolved`,
-//!   `<game>:player.joined:p42`, `<game>:game.finished`; whichever command triggers them, the
-//!   key is the same, so a phase can never be announced twice;
+//!   `<game>:r2:orders:phase.changed`, `<game>:r2:round.resolved`,
+//!   `<game>:votum1:votum.resolved`, `<game>:p42:player.joined`, `<game>:game.finished`;
+//!   whichever command triggers them, the key is the same, so a phase can never be announced
+//!   twice;
 //! - events of commands that may legitimately repeat carry round, phase, actor, the command and
 //!   the actor's action count: `<game>:r2:negotiations:p42:give:7:20:a5:coins.transferred`.
 //!

@@ -356,7 +356,7 @@ impl Tx<'_> {
                         .collect();
                     let dossier = format!(
                         "🕵 Dossier on {}: {}\nTheir orders this round: {}.",
-                        target.handle(),
+                        target.name,
                         text::figures(target),
                         if their_orders.is_empty() {
                             "none".to_owned()

@@ -232,7 +232,7 @@ pub fn rules_text() -> String {
          💥 Stability 0 at resolve: the government falls. The country skips its orders next round and loses its stability bonuses \
          (counts as stability 0), then a caretaker government takes over.\n\n\
          🗳 /votum calls a vote of no confidence in the chair (once per round per player; calling it is a yes). \
-         Vote with the buttons; it closes when everyone has voted or on /votum_result. \
+         Vote with the buttons; the vote closes as soon as its outcome is certain, or on /votum_result. \
          If more than half of all players vote yes, the chair passes to the richest other player (ties: earlier join).\n\n\
          🏁 After the last round's resolve the richest country wins (ties: higher stability, then earlier join). \
          The chair may end the game early with /endgame."

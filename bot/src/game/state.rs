@@ -61,9 +61,10 @@ impl Phase {
     }
 }
 
+/// As the chat reads it ("world arena"); keys and JSON use [`Phase::as_str`].
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(&self.as_str().replace('_', " "))
     }
 }
 

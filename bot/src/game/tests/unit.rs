@@ -106,7 +106,7 @@ fn joining_fills_seats_up_to_eight_and_only_in_the_lobby() {
     ok(&mut g, 1, Command::BeginRound);
     assert_eq!(
         refused(&g, 9, Command::JoinGame).to_string(),
-        "Players can only join in the lobby phase; now: world_arena"
+        "Players can only join in the lobby phase; now: world arena"
     );
 }
 
@@ -243,7 +243,7 @@ fn wrong_phase_refusals_name_both_phases() {
             }
         )
         .to_string(),
-        "Bids can only be placed in the world_arena phase; now: negotiations"
+        "Bids can only be placed in the world arena phase; now: negotiations"
     );
     let g = in_phase(2, Phase::Orders);
     assert_eq!(
@@ -978,13 +978,25 @@ fn a_votum_closed_early_without_a_majority_fails() {
 }
 
 #[test]
-fn ties_for_the_chair_go_to_the_earlier_join() {
+fn a_certain_outcome_closes_the_vote_and_ties_for_the_chair_go_to_the_earlier_join() {
     let mut g = lobby(3);
     ok(&mut g, 3, Command::Votum);
-    ok(&mut g, 2, Command::VotumVote { yes: true });
-    let out = ok(&mut g, 1, Command::VotumVote { yes: false });
-    assert_eq!(out.events[0].event_type, "votum.voted");
+    let out = ok(&mut g, 2, Command::VotumVote { yes: true });
+    assert_eq!(
+        event_types(&out),
+        ["votum.voted", "votum.resolved", "chair.changed"]
+    );
     assert_eq!(g.chair, 2);
+    assert_eq!(
+        refused(&g, 1, Command::VotumVote { yes: false }),
+        Refusal::NoVotum
+    );
+
+    let mut g = lobby(2);
+    ok(&mut g, 2, Command::Votum);
+    let out = ok(&mut g, 1, Command::VotumVote { yes: false });
+    assert_eq!(out.events[1].payload["passed"], json!(false));
+    assert_eq!(g.chair, 1);
 }
 
 #[test]
