@@ -224,6 +224,7 @@ impl<'a> Tx<'a> {
                 }
                 None => Err(Refusal::NoVotum),
             },
+            // Answered before the player check above.
             Command::StartGame { .. } | Command::Status | Command::GameInfo => Ok(()),
         }?;
         self.g.players[me].actions += 1;
@@ -401,6 +402,8 @@ impl<'a> Tx<'a> {
             "rounds": self.g.settings.rounds,
             "ended_early": ended_early,
             "standings": self.g.standings,
+            // The consumer's leaderboard reads the flat id.
+            "winner_id": winner.as_ref().map(|w| w.player_id),
             "winner": winner.as_ref().map(|w| json!({
                 "player_id": w.player_id, "name": w.name, "country": w.country, "coins": w.coins,
             })),

@@ -896,6 +896,7 @@ fn the_game_finishes_after_the_configured_rounds_with_standings() {
     assert_eq!(fin.payload["chat_id"], json!(CHAT_ID));
     assert_eq!(fin.payload["ended_early"], json!(false));
     assert_eq!(fin.payload["winner"]["player_id"], json!(3));
+    assert_eq!(fin.payload["winner_id"], json!(3));
     assert_eq!(fin.payload["winner"]["name"], json!("Carol"));
     let standings = fin.payload["standings"].as_array().unwrap();
     assert_eq!(standings.len(), 3);
@@ -921,7 +922,8 @@ fn the_chair_may_end_the_game_early() {
 
     let mut g = lobby(2);
     let out = ok(&mut g, 1, Command::EndGame);
-    assert_eq!(out.events.last().unwrap().payload["winner"], json!(null));
+    let fin = &out.events.last().unwrap().payload;
+    assert_eq!((&fin["winner"], &fin["winner_id"]), (&json!(null), &json!(null)));
     assert!(out.public.last().unwrap().contains("ended in the lobby"));
 }
 
