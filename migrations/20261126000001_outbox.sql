@@ -19,6 +19,9 @@ CREATE TABLE outbox_events (
     status           text        NOT NULL DEFAULT 'new'
                      CONSTRAINT outbox_events_status_check
                      CHECK (status IN ('new', 'processing', 'sent', 'failed')),
+    -- Insertion order. Rows of one transaction share created_at; the backlog scan and
+    -- `republish` replay rows in this order so per-aggregate order holds.
+    seq              bigint      GENERATED ALWAYS AS IDENTITY,
     CONSTRAINT outbox_events_idempotency_key_key UNIQUE (idempotency_key)
 ) WITH (fillfactor = 50);
 

@@ -1,6 +1,17 @@
 //! relay-cdc: publishes outbox_events inserts from the WAL to Kafka.
 
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use relay_cdc::checks::CheckError;
+use relay_cdc::metrics::Metrics;
+use relay_cdc::producer::{self, ProducerConfig, Routes};
+use relay_cdc::relay::{self, RelayConfig};
+use relay_cdc::{ops, replication};
+use tokio::sync::watch;
 
 #[derive(Parser)]
 #[command(
@@ -15,18 +26,167 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Stream the outbox to Kafka (leads the slot, or stands by while another relay leads).
+    Run(RunArgs),
     /// Apply the SQL migrations in migrations/ (a second run is a no-op).
-    Migrate {
-        /// PostgreSQL connection URL.
-        #[arg(long, env = "DATABASE_URL")]
-        database_url: String,
+    Migrate(DbArgs),
+    /// Print the slot, its lag and the outbox rows by status.
+    Status(SlotArgs),
+    /// Re-send failed and parked rows in order (after fixing the cause, e.g. raising a topic's
+    /// max.message.bytes) and let their aggregates flow again.
+    Republish(RepublishArgs),
+    /// Slot maintenance.
+    Slot {
+        #[command(subcommand)]
+        command: SlotCommand,
     },
 }
 
+#[derive(Subcommand)]
+enum SlotCommand {
+    /// Drop the relay's replication slot (stop the relays first; the slot pins WAL while it exists).
+    Drop(SlotArgs),
+}
+
+#[derive(Args)]
+struct DbArgs {
+    /// PostgreSQL connection URL (the role needs REPLICATION for `run`).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+}
+
+#[derive(Args)]
+struct SlotArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Logical replication slot.
+    #[arg(long, env = "RELAY_SLOT_NAME", default_value = "outbox_slot")]
+    slot_name: String,
+}
+
+#[derive(Args)]
+struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "localhost:19092")]
+    kafka_bootstrap_servers: String,
+    /// Topic events are published to.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "game-events")]
+    kafka_topic: String,
+    /// Optional routing by aggregate type: `aggregate_type=topic,...` (others use --kafka-topic).
+    #[arg(long, env = "RELAY_TOPIC_ROUTES", default_value = "", value_parser = producer::parse_routes)]
+    topic_routes: Routes,
+    /// Largest record the relay produces; lowered to each topic's max.message.bytes.
+    #[arg(long, env = "RELAY_MAX_MESSAGE_BYTES", default_value_t = 1_000_000)]
+    max_message_bytes: usize,
+    /// How long the producer waits to fill a batch.
+    #[arg(long, env = "RELAY_LINGER_MS", default_value_t = 2)]
+    linger_ms: u32,
+}
+
+impl KafkaArgs {
+    fn producer(&self) -> ProducerConfig {
+        ProducerConfig {
+            bootstrap_servers: self.kafka_bootstrap_servers.clone(),
+            topic: self.kafka_topic.clone(),
+            routes: self.topic_routes.0.clone(),
+            max_message_bytes: self.max_message_bytes,
+            linger_ms: self.linger_ms,
+        }
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    slot: SlotArgs,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Publication the slot streams.
+    #[arg(long, env = "RELAY_PUBLICATION", default_value = "outbox_pub")]
+    publication: String,
+    /// Prefix of pg_logical_emit_message records that carry an envelope.
+    #[arg(long, env = "RELAY_MESSAGE_PREFIX", default_value = "outbox")]
+    message_prefix: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "RELAY_METRICS_ADDR", default_value = "0.0.0.0:9464")]
+    metrics_addr: SocketAddr,
+    /// Stop reading the WAL while this many events await Kafka or the mark.
+    #[arg(long, env = "RELAY_MAX_IN_FLIGHT", default_value_t = 20_000)]
+    max_in_flight: usize,
+    /// Mark delivered rows sent in batches of up to this many...
+    #[arg(long, env = "RELAY_MARK_BATCH", default_value_t = 5_000)]
+    mark_batch: usize,
+    /// ...or after this many milliseconds.
+    #[arg(long, env = "RELAY_MARK_INTERVAL_MS", default_value_t = 5)]
+    mark_interval_ms: u64,
+}
+
+#[derive(Args)]
+struct RepublishArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     outbox::telemetry::init();
-    match Cli::parse().command {
-        Command::Migrate { database_url } => outbox::migrate::command(&database_url).await,
+    let result = match Cli::parse().command {
+        Command::Run(args) => run(args).await,
+        Command::Migrate(db) => outbox::migrate::command(&db.database_url).await,
+        Command::Status(args) => ops::status(&args.db.database_url, &args.slot_name).await,
+        Command::Republish(args) => ops::republish(&args.db.database_url, &args.kafka.producer()).await,
+        Command::Slot {
+            command: SlotCommand::Drop(args),
+        } => ops::drop_slot(&args.db.database_url, &args.slot_name).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Configuration problems are one line that names the fix.
+            if let Some(c) = e.downcast_ref::<CheckError>() {
+                eprintln!("error: {c}");
+            } else if let Some(r) = e.downcast_ref::<replication::ReplicationError>() {
+                eprintln!("error: {r}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let ready = outbox::http::Readiness::default();
+    let _server = outbox::http::serve(args.metrics_addr, metrics.registry.clone(), ready.clone()).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: draining and stopping");
+        let _ = stop_tx.send(true);
+    });
+    let cfg = RelayConfig {
+        database_url: args.slot.db.database_url,
+        slot: args.slot.slot_name,
+        publication: args.publication,
+        message_prefix: args.message_prefix,
+        producer: args.kafka.producer(),
+        max_in_flight: args.max_in_flight.max(1),
+        mark_batch: args.mark_batch.max(1),
+        mark_interval: Duration::from_millis(args.mark_interval_ms.max(1)),
+    };
+    relay::run(cfg, metrics, ready, stop_rx).await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())
+        .context("installing the SIGTERM handler")
+        .unwrap();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }

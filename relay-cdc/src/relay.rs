@@ -1,0 +1,811 @@
+//! The relay: leadership, slot lifecycle, the backlog, and the streaming apply loop that turns
+//! WAL into Kafka records and acknowledgements.
+//!
+//! Kept apart as in a replication client / codec / apply-loop split: [`crate::replication`]
+//! moves bytes, [`crate::pgoutput`] decodes them, [`crate::event`] builds envelopes, and this
+//! module decides what to produce, when a row is done ([`crate::mark`]) and how far the slot may
+//! be confirmed ([`crate::ack`]).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use outbox::Envelope;
+use outbox::http::Readiness;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use crate::ack::{AckTracker, TxnId};
+use crate::event;
+use crate::lsn::Lsn;
+use crate::mark::{self, MarkDone, MarkRequest};
+use crate::metrics::Metrics;
+use crate::pgoutput::{self, LogicalMessage, RelationCache};
+use crate::producer::{self, Delivery, EventProducer, ProducerConfig, SendError, Token};
+use crate::replication::{ReplicationClient, ReplicationEvent, ReplicationStream};
+use crate::{checks, leader, slot};
+
+/// Everything `relay-cdc run` is configured with.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub database_url: String,
+    pub slot: String,
+    pub publication: String,
+    pub message_prefix: String,
+    pub producer: ProducerConfig,
+    /// Stop reading the stream while this many events are not yet confirmed.
+    pub max_in_flight: usize,
+    /// Mark delivered rows `sent` once this many are waiting...
+    pub mark_batch: usize,
+    /// ...or this long after the first of them was delivered.
+    pub mark_interval: Duration,
+}
+
+/// Runs until `shutdown` turns true: checks, then leads whenever this instance holds the lock.
+pub async fn run(
+    cfg: RelayConfig,
+    metrics: Metrics,
+    ready: Readiness,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let pool = checks::connect(&cfg.database_url, 4).await?;
+    checks::run(&pool, &cfg.publication, &cfg.slot).await?;
+    tokio::spawn(sample_rows_not_sent(pool.clone(), metrics.clone()));
+    let mut backoff = Backoff::default();
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let acquired = tokio::select! {
+            l = leader::acquire(&cfg.database_url, &cfg.slot, Duration::from_secs(1)) => l,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        let mut leadership = match acquired {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot reach PostgreSQL for the relay lock; retrying");
+                backoff.wait(&mut shutdown).await;
+                continue;
+            }
+        };
+        metrics.leader.set(1);
+        let started = Instant::now();
+        let result = tokio::select! {
+            r = lead(&cfg, &pool, &metrics, &ready, shutdown.clone()) => r,
+            _ = leadership.lost() => Err(anyhow::anyhow!("lost the relay lock")),
+        };
+        metrics.leader.set(0);
+        ready.set(false);
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = Backoff::default();
+                }
+                tracing::error!(error = %format!("{e:#}"), "relay stopped; restarting from the slot's confirmed position");
+                backoff.wait(&mut shutdown).await;
+            }
+        }
+    }
+}
+
+/// Exponential backoff, 200 ms to 10 s, cut short by shutdown.
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Duration::from_millis(200))
+    }
+}
+
+impl Backoff {
+    async fn wait(&mut self, shutdown: &mut watch::Receiver<bool>) {
+        tokio::select! {
+            _ = tokio::time::sleep(self.0) => {}
+            _ = shutdown.changed() => {}
+        }
+        self.0 = (self.0 * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// One leadership term: connect Kafka, make sure the slot exists (publishing the backlog of a new
+/// slot), then stream until shutdown or an error.
+async fn lead(
+    cfg: &RelayConfig,
+    pool: &PgPool,
+    metrics: &Metrics,
+    ready: &Readiness,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let (mut producer, deliveries) =
+        EventProducer::new(&cfg.producer).context("creating the Kafka producer")?;
+    wait_for_kafka(&producer, &cfg.producer.bootstrap_servers, &mut shutdown).await?;
+    if *shutdown.borrow() {
+        return Ok(());
+    }
+    producer
+        .refresh_topic_limits()
+        .await
+        .context("reading the topics' max.message.bytes")?;
+    let mut repl = ReplicationClient::connect(&cfg.database_url)
+        .await
+        .context("opening the replication connection")?;
+    let mut pipeline = Pipeline::new(cfg, pool.clone(), producer, deliveries, metrics.clone()).await?;
+
+    let existing = slot::inspect(pool, &cfg.slot).await?;
+    if let Some(reason) = existing.needs_recreate() {
+        tracing::warn!(slot = %cfg.slot, reason, "creating the slot and publishing every row not yet sent");
+        if existing.exists {
+            repl.drop_slot(&cfg.slot, true)
+                .await
+                .context("dropping the old slot")?;
+        }
+        let created = repl.create_logical_slot(&cfg.slot, "pgoutput", true).await?;
+        let snapshot = created.snapshot_name.context("the server exported no snapshot")?;
+        slot::record_created(pool, &cfg.slot, created.consistent_point).await?;
+        let rows = pipeline
+            .publish_backlog(&snapshot, created.consistent_point)
+            .await?;
+        slot::record_backlog_done(pool, &cfg.slot, rows).await?;
+        tracing::info!(slot = %cfg.slot, rows, consistent_point = %created.consistent_point, "backlog published");
+    }
+    let start = slot::confirmed_flush(pool, &cfg.slot).await?;
+    // Transactions up to here may have been produced by an earlier run: their rows' status is
+    // checked so rows already sent are not produced again.
+    let recheck_until: Lsn = slot::current_wal_lsn(pool).await?;
+    let options = [
+        ("proto_version", "1"),
+        ("publication_names", cfg.publication.as_str()),
+        ("messages", "true"),
+    ];
+    let stream = repl.start_replication(&cfg.slot, Lsn::INVALID, &options).await?;
+    tracing::info!(slot = %cfg.slot, from = %start, recheck_until = %recheck_until, "streaming");
+    ready.set(true);
+    pipeline.stream(stream, start, recheck_until, shutdown).await
+}
+
+/// Kafka unreachable at start is not fatal: wait (readiness stays false) and say so.
+async fn wait_for_kafka(
+    producer: &EventProducer,
+    servers: &str,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut backoff = Backoff::default();
+    loop {
+        let check = tokio::task::block_in_place(|| producer.check(Duration::from_secs(5)));
+        match check {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(servers, error = %e, "Kafka is unreachable; retrying");
+                backoff.wait(shutdown).await;
+                if *shutdown.borrow() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// How an event reaches Kafka, which decides how it is finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// An `outbox_events` row: finished when marked `sent`.
+    Row,
+    /// A `pg_logical_emit_message` record: finished when Kafka acknowledges it.
+    Message,
+}
+
+/// An event of a committed transaction, ready to produce.
+struct Outgoing {
+    txn: TxnId,
+    envelope: Envelope,
+    source: Source,
+    commit_time: Option<DateTime<Utc>>,
+}
+
+/// An event handed to the producer, awaiting its delivery report.
+struct InFlight {
+    txn: TxnId,
+    id: Uuid,
+    aggregate_id: String,
+    source: Source,
+    commit_time: Option<DateTime<Utc>>,
+    /// Kept for message events only: parking one writes it as a row.
+    envelope: Option<Box<Envelope>>,
+}
+
+/// The transaction being received (between Begin and Commit).
+#[derive(Default)]
+struct OpenTxn {
+    events: Vec<(Envelope, Source)>,
+}
+
+struct Pipeline {
+    producer: EventProducer,
+    deliveries: mpsc::UnboundedReceiver<Delivery>,
+    marks: mpsc::Sender<MarkRequest>,
+    marked: mpsc::UnboundedReceiver<MarkDone>,
+    pool: PgPool,
+    metrics: Metrics,
+    ack: AckTracker,
+    in_flight: HashMap<Token, InFlight>,
+    next_token: Token,
+    /// Delivered rows waiting for the next mark batch.
+    to_mark: (Vec<Uuid>, Vec<TxnId>),
+    first_unmarked: Option<Instant>,
+    /// Events waiting because the producer queue was full; order is kept by sending these first.
+    queued: VecDeque<Outgoing>,
+    /// Aggregates held back behind a failed event, with when they were parked here.
+    parked: HashMap<String, Instant>,
+    message_prefix: String,
+    max_in_flight: usize,
+    mark_batch: usize,
+    mark_interval: Duration,
+}
+
+impl Pipeline {
+    async fn new(
+        cfg: &RelayConfig,
+        pool: PgPool,
+        producer: EventProducer,
+        deliveries: mpsc::UnboundedReceiver<Delivery>,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
+        let (marks, requests) = mpsc::channel(4);
+        let (done_tx, marked) = mpsc::unbounded_channel();
+        tokio::spawn(mark::run(pool.clone(), requests, done_tx));
+        let parked: Vec<String> = sqlx::query_scalar("SELECT aggregate_id FROM outbox_parked_aggregates")
+            .fetch_all(&pool)
+            .await
+            .context("loading parked aggregates")?;
+        if !parked.is_empty() {
+            tracing::warn!(
+                count = parked.len(),
+                "aggregates parked behind failed events; run `relay-cdc republish` once the cause is fixed"
+            );
+        }
+        // Loaded parks are known to be committed: allow an immediate re-check.
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_secs(60))
+            .unwrap_or_else(Instant::now);
+        Ok(Self {
+            producer,
+            deliveries,
+            marks,
+            marked,
+            pool,
+            metrics,
+            ack: AckTracker::new(Lsn::INVALID),
+            in_flight: HashMap::new(),
+            next_token: 0,
+            to_mark: (Vec::new(), Vec::new()),
+            first_unmarked: None,
+            queued: VecDeque::new(),
+            parked: parked.into_iter().map(|a| (a, long_ago)).collect(),
+            message_prefix: cfg.message_prefix.clone(),
+            max_in_flight: cfg.max_in_flight,
+            mark_batch: cfg.mark_batch,
+            mark_interval: cfg.mark_interval,
+        })
+    }
+
+    /// Publishes every row the slot's exported snapshot sees that is not sent yet (they were
+    /// committed before the slot's consistent point, so the stream will never carry them).
+    async fn publish_backlog(&mut self, snapshot: &str, at: Lsn) -> anyhow::Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!(
+            "SET TRANSACTION SNAPSHOT '{}'",
+            snapshot.replace('\'', "''")
+        ))
+        .execute(&mut *tx)
+        .await
+        .context("importing the slot's snapshot")?;
+        sqlx::query(
+            "DECLARE backlog NO SCROLL CURSOR FOR
+             SELECT id, event_type, aggregate_type, aggregate_id, payload, created_at, idempotency_key
+               FROM outbox_events WHERE status IN ('new', 'processing') ORDER BY seq",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let mut total = 0u64;
+        loop {
+            let rows: Vec<BacklogRow> = sqlx::query_as("FETCH 2000 FROM backlog")
+                .fetch_all(&mut *tx)
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            total += rows.len() as u64;
+            let txn = self.ack.push(at, rows.len(), None);
+            for r in rows {
+                let envelope = Envelope {
+                    id: r.id,
+                    event_type: r.event_type,
+                    aggregate_type: r.aggregate_type,
+                    aggregate_id: r.aggregate_id,
+                    payload: r.payload,
+                    created_at: r.created_at,
+                    idempotency_key: r.idempotency_key,
+                };
+                self.submit(Outgoing {
+                    txn,
+                    envelope,
+                    source: Source::Row,
+                    commit_time: None,
+                })
+                .await;
+            }
+            self.drive_until_idle().await?;
+            tracing::info!(published = total, "backlog progress");
+        }
+        tx.commit().await?;
+        Ok(total)
+    }
+
+    /// Processes deliveries and marks until every event handed out so far is finished.
+    async fn drive_until_idle(&mut self) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(self.mark_interval);
+        while !self.ack.is_idle() {
+            self.send_queued();
+            tokio::select! {
+                Some(d) = self.deliveries.recv() => self.on_delivery(d).await?,
+                Some(done) = self.marked.recv() => self.on_marked(done),
+                _ = tick.tick() => self.flush_marks(true).await?,
+            }
+            self.flush_marks(false).await?;
+        }
+        Ok(())
+    }
+
+    /// The streaming loop.
+    async fn stream(
+        mut self,
+        mut stream: ReplicationStream,
+        start: Lsn,
+        recheck_until: Lsn,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        self.ack = AckTracker::new(start);
+        let mut relations = RelationCache::new();
+        let mut open: Option<OpenTxn> = None;
+        let mut server_wal_end = start;
+        let mut reported = start;
+        let mut stopping = false;
+        let mut tick = tokio::time::interval(self.mark_interval.min(Duration::from_millis(100)));
+        let mut last_log = Instant::now();
+        let mut last_limits = Instant::now();
+        let mut published_at_log = self.metrics.published.get();
+        loop {
+            self.send_queued();
+            let can_read =
+                !stopping && self.queued.is_empty() && self.ack.events_in_flight() < self.max_in_flight;
+            tokio::select! {
+                Some(d) = self.deliveries.recv() => self.on_delivery(d).await?,
+                Some(done) = self.marked.recv() => self.on_marked(done),
+                event = stream.next(), if can_read => match event? {
+                    Some(ReplicationEvent::XLogData { wal_end, data, .. }) => {
+                        server_wal_end = server_wal_end.max(wal_end);
+                        self.on_wal(&data, &mut relations, &mut open, recheck_until).await?;
+                    }
+                    Some(ReplicationEvent::PrimaryKeepalive { wal_end, .. }) => {
+                        server_wal_end = server_wal_end.max(wal_end);
+                        if open.is_none() {
+                            self.ack.confirm_idle(wal_end);
+                        }
+                    }
+                    None => bail!("the server ended the replication stream"),
+                },
+                _ = tick.tick() => {
+                    self.flush_marks(true).await?;
+                    self.metrics.lag_seconds.set(self.ack.oldest_age_seconds());
+                    if last_limits.elapsed() >= Duration::from_secs(30) {
+                        // An operator may raise a topic's limit; new events then pass.
+                        if let Err(e) = self.producer.refresh_topic_limits().await {
+                            tracing::warn!(error = %e, "could not refresh topic size limits");
+                        }
+                        last_limits = Instant::now();
+                    }
+                    if last_log.elapsed() >= Duration::from_secs(10) {
+                        let published = self.metrics.published.get();
+                        if published != published_at_log {
+                            tracing::info!(published = published - published_at_log, confirmed = %self.ack.confirmed(),
+                                in_flight = self.ack.events_in_flight(), "progress");
+                        }
+                        published_at_log = published;
+                        last_log = Instant::now();
+                    }
+                }
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        tracing::info!(in_flight = self.ack.events_in_flight(), "shutting down: draining in-flight events");
+                        stopping = true;
+                    }
+                }
+            }
+            self.flush_marks(false).await?;
+            let confirmed = self.ack.confirmed();
+            self.metrics.in_flight.set(self.ack.events_in_flight() as i64);
+            self.metrics
+                .lag_bytes
+                .set(server_wal_end.0.saturating_sub(confirmed.0) as i64);
+            if confirmed > reported {
+                stream.send_status(confirmed, confirmed, confirmed, false).await?;
+                self.metrics.confirmed_lsn.set(confirmed.0 as i64);
+                reported = confirmed;
+            }
+            if stopping && self.ack.is_idle() && self.queued.is_empty() {
+                self.producer.flush(Duration::from_secs(10))?;
+                tracing::info!(confirmed = %reported, "drained; confirmed and stopping");
+                drop(stream);
+                return Ok(());
+            }
+        }
+    }
+
+    /// One pgoutput message.
+    async fn on_wal(
+        &mut self,
+        data: &[u8],
+        relations: &mut RelationCache,
+        open: &mut Option<OpenTxn>,
+        recheck_until: Lsn,
+    ) -> anyhow::Result<()> {
+        match pgoutput::decode(data).context("decoding pgoutput")? {
+            LogicalMessage::Begin(_) => *open = Some(OpenTxn::default()),
+            LogicalMessage::Relation(r) => relations.insert(r),
+            LogicalMessage::Insert(insert) => {
+                let row = relations.row(&insert)?;
+                if row.relation().name != "outbox_events" {
+                    return Ok(());
+                }
+                let txn = open.as_mut().context("Insert outside a transaction")?;
+                match event::from_row(&row) {
+                    Ok(e) if e.status == "new" || e.status == "processing" => {
+                        txn.events.push((e.envelope, Source::Row))
+                    }
+                    Ok(_) => {} // inserted as sent or failed: nothing to publish
+                    Err(err) => match event::row_id(&row) {
+                        Some(id) => {
+                            tracing::error!(event_id = %id, error = %err, "outbox row cannot be published; marking it failed");
+                            self.metrics
+                                .publish_errors
+                                .with_label_values(&["invalid_row"])
+                                .inc();
+                            self.marks
+                                .send(MarkRequest::Failed {
+                                    id,
+                                    aggregate_id: None,
+                                    error: err.to_string(),
+                                    txn: None,
+                                })
+                                .await?;
+                        }
+                        None => bail!("outbox row without a readable id: {err}"),
+                    },
+                }
+            }
+            LogicalMessage::Message(m) if m.prefix == self.message_prefix => {
+                match event::from_message(m.content) {
+                    Ok(envelope) if m.transactional => match open.as_mut() {
+                        Some(txn) => txn.events.push((envelope, Source::Message)),
+                        None => bail!("transactional message outside a transaction"),
+                    },
+                    Ok(envelope) => {
+                        let txn = self.ack.push(m.lsn, 1, None);
+                        self.submit(Outgoing {
+                            txn,
+                            envelope,
+                            source: Source::Message,
+                            commit_time: None,
+                        })
+                        .await;
+                    }
+                    Err(err) => {
+                        // Nothing to mark: the message has no row. Say it loudly and count it.
+                        tracing::error!(lsn = %m.lsn, error = %err, "logical message with prefix {} is not an envelope; skipped", m.prefix);
+                        self.metrics
+                            .publish_errors
+                            .with_label_values(&["invalid_message"])
+                            .inc();
+                    }
+                }
+            }
+            LogicalMessage::Message(_) | LogicalMessage::Skipped(_) => {}
+            LogicalMessage::Commit(c) => {
+                let txn = open.take().context("Commit without Begin")?;
+                let commit_time = pgoutput::pg_timestamp_to_utc(c.commit_time);
+                let mut events = txn.events;
+                if c.end_lsn <= recheck_until {
+                    let done = self.already_finished(&events).await?;
+                    if !done.is_empty() {
+                        self.metrics.skipped.inc_by(done.len() as u64);
+                        events.retain(|(e, s)| *s == Source::Message || !done.contains(&e.id));
+                    }
+                }
+                let id = self.ack.push(c.end_lsn, events.len(), commit_time);
+                tracing::trace!(lsn = %c.end_lsn, events = events.len(), "transaction committed");
+                for (envelope, source) in events {
+                    self.submit(Outgoing {
+                        txn: id,
+                        envelope,
+                        source,
+                        commit_time,
+                    })
+                    .await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows of a resent transaction that an earlier run already sent (or failed).
+    async fn already_finished(&self, events: &[(Envelope, Source)]) -> anyhow::Result<HashSet<Uuid>> {
+        let ids: Vec<Uuid> = events
+            .iter()
+            .filter(|(_, s)| *s == Source::Row)
+            .map(|(e, _)| e.id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let done: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM outbox_events WHERE id = ANY($1) AND status IN ('sent', 'failed')",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(done.into_iter().collect())
+    }
+
+    /// Produces one event, or parks it behind its aggregate's failed event, or queues it when
+    /// the producer is full.
+    async fn submit(&mut self, out: Outgoing) {
+        if !self.queued.is_empty() {
+            self.queued.push_back(out);
+            return;
+        }
+        if self.is_parked(&out.envelope.aggregate_id).await {
+            let reason = format!(
+                "parked: an earlier event of aggregate {} failed to publish",
+                out.envelope.aggregate_id
+            );
+            self.fail(out.txn, out.envelope, out.source, reason).await;
+            return;
+        }
+        if !self.try_send(&out) {
+            self.queued.push_back(out);
+        }
+    }
+
+    /// Sends queued events while the producer accepts them.
+    fn send_queued(&mut self) {
+        while let Some(out) = self.queued.pop_front() {
+            if !self.try_send(&out) {
+                self.queued.push_front(out);
+                return;
+            }
+        }
+    }
+
+    /// Hands an event to the producer. `false`: the producer queue is full, keep the event.
+    fn try_send(&mut self, out: &Outgoing) -> bool {
+        let token = self.next_token;
+        let value = out.envelope.to_json();
+        match self.producer.send(token, &out.envelope, &value) {
+            Ok(()) => {
+                self.next_token += 1;
+                tracing::trace!(event_id = %out.envelope.id, aggregate_id = %out.envelope.aggregate_id, "produced");
+                self.in_flight.insert(
+                    token,
+                    InFlight {
+                        txn: out.txn,
+                        id: out.envelope.id,
+                        source: out.source,
+                        commit_time: out.commit_time,
+                        envelope: (out.source == Source::Message).then(|| Box::new(out.envelope.clone())),
+                        aggregate_id: out.envelope.aggregate_id.clone(),
+                    },
+                );
+                true
+            }
+            Err(SendError::QueueFull) => false,
+            Err(SendError::Permanent(e)) => {
+                self.metrics
+                    .publish_errors
+                    .with_label_values(&[error_kind(&e)])
+                    .inc();
+                let envelope = &out.envelope;
+                self.parked.insert(envelope.aggregate_id.clone(), Instant::now());
+                tracing::error!(event_id = %envelope.id, aggregate_id = %envelope.aggregate_id, error = %e, "event failed permanently; parking its aggregate");
+                let request = failure_request(
+                    out.txn,
+                    envelope.clone(),
+                    out.source,
+                    format!("Kafka refused the event: {e}"),
+                );
+                if let Err(mpsc::error::TrySendError::Full(request)) = self.marks.try_send(request) {
+                    // The marker is busy: hand it over from a task; the event's transaction
+                    // is not confirmed until the marker reports it done.
+                    let marks = self.marks.clone();
+                    tokio::spawn(async move { marks.send(request).await });
+                }
+                true
+            }
+        }
+    }
+
+    async fn on_delivery(&mut self, d: Delivery) -> anyhow::Result<()> {
+        let f = self
+            .in_flight
+            .remove(&d.token)
+            .context("delivery report for an unknown event")?;
+        match d.result {
+            Ok((partition, offset)) => {
+                self.metrics.published.inc();
+                if let Some(t) = f.commit_time {
+                    let secs = (Utc::now() - t).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+                    self.metrics.commit_to_ack.observe(secs);
+                }
+                tracing::trace!(event_id = %f.id, partition, offset, "acknowledged");
+                match f.source {
+                    Source::Row => {
+                        self.to_mark.0.push(f.id);
+                        self.to_mark.1.push(f.txn);
+                        self.first_unmarked.get_or_insert_with(Instant::now);
+                    }
+                    Source::Message => self.ack.done(f.txn),
+                }
+                Ok(())
+            }
+            Err(e) if producer::is_permanent(&e) => {
+                self.metrics
+                    .publish_errors
+                    .with_label_values(&[error_kind(&e)])
+                    .inc();
+                tracing::error!(event_id = %f.id, aggregate_id = %f.aggregate_id, error = %e, "Kafka rejected the event; parking its aggregate");
+                self.parked.insert(f.aggregate_id.clone(), Instant::now());
+                let request = match f.envelope {
+                    Some(envelope) => MarkRequest::ParkMessage {
+                        envelope,
+                        error: e.to_string(),
+                        txn: f.txn,
+                    },
+                    None => MarkRequest::Failed {
+                        id: f.id,
+                        aggregate_id: Some(f.aggregate_id),
+                        error: format!("Kafka rejected the event: {e}"),
+                        txn: Some(f.txn),
+                    },
+                };
+                self.marks.send(request).await?;
+                Ok(())
+            }
+            // Not confirmed, so the server resends it: reconnect rather than reorder.
+            Err(e) => bail!("Kafka delivery failed ({e}); restarting from the slot's confirmed position"),
+        }
+    }
+
+    fn on_marked(&mut self, done: MarkDone) {
+        self.metrics.marked.inc_by(done.rows as u64);
+        for txn in done.txns {
+            self.ack.done(txn);
+        }
+    }
+
+    /// Sends the waiting delivered rows to the marker when the batch is full, or (with `due`)
+    /// when its first row has waited a mark interval.
+    async fn flush_marks(&mut self, due: bool) -> anyhow::Result<()> {
+        let waited = self
+            .first_unmarked
+            .is_some_and(|t| t.elapsed() >= self.mark_interval);
+        if self.to_mark.0.len() >= self.mark_batch
+            || (due && waited)
+            || (due && self.ack.events_in_flight() == self.to_mark.0.len() && !self.to_mark.0.is_empty())
+        {
+            let (ids, txns) = std::mem::take(&mut self.to_mark);
+            self.first_unmarked = None;
+            self.marks.send(MarkRequest::Sent { ids, txns }).await?;
+        }
+        Ok(())
+    }
+
+    /// Is this aggregate held back? A park older than a few seconds is re-checked against the
+    /// database, where `republish` lifts it.
+    async fn is_parked(&mut self, aggregate_id: &str) -> bool {
+        let Some(since) = self.parked.get(aggregate_id) else {
+            return false;
+        };
+        if since.elapsed() < Duration::from_secs(5) {
+            return true;
+        }
+        let still: Result<bool, _> = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM outbox_parked_aggregates WHERE aggregate_id = $1)",
+        )
+        .bind(aggregate_id)
+        .fetch_one(&self.pool)
+        .await;
+        match still {
+            Ok(true) => {
+                self.parked.insert(aggregate_id.to_owned(), Instant::now());
+                true
+            }
+            Ok(false) => {
+                tracing::info!(
+                    aggregate_id,
+                    "aggregate no longer parked; publishing its events again"
+                );
+                self.parked.remove(aggregate_id);
+                false
+            }
+            // Unsure: keep it parked, which never breaks order.
+            Err(_) => true,
+        }
+    }
+
+    async fn fail(&mut self, txn: TxnId, envelope: Envelope, source: Source, reason: String) {
+        self.metrics.publish_errors.with_label_values(&["parked"]).inc();
+        tracing::warn!(event_id = %envelope.id, aggregate_id = %envelope.aggregate_id, "{reason}");
+        // The marker finishes the event once the failure is recorded.
+        let _ = self
+            .marks
+            .send(failure_request(txn, envelope, source, reason))
+            .await;
+    }
+}
+
+fn failure_request(txn: TxnId, envelope: Envelope, source: Source, error: String) -> MarkRequest {
+    match source {
+        Source::Row => MarkRequest::Failed {
+            id: envelope.id,
+            aggregate_id: Some(envelope.aggregate_id),
+            error,
+            txn: Some(txn),
+        },
+        Source::Message => MarkRequest::ParkMessage {
+            envelope: Box::new(envelope),
+            error,
+            txn,
+        },
+    }
+}
+
+fn error_kind(e: &rdkafka::error::KafkaError) -> &'static str {
+    use rdkafka::types::RDKafkaErrorCode::*;
+    match e.rdkafka_error_code() {
+        Some(MessageSizeTooLarge | InvalidMessageSize | MessageBatchTooLarge) => "message_too_large",
+        Some(TopicAuthorizationFailed) => "authorization",
+        Some(UnknownTopic | UnknownTopicOrPartition | InvalidTopic) => "topic",
+        _ => "other",
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct BacklogRow {
+    id: Uuid,
+    event_type: String,
+    aggregate_type: String,
+    aggregate_id: String,
+    payload: serde_json::Value,
+    created_at: DateTime<Utc>,
+    idempotency_key: Option<String>,
+}
+
+/// Samples `outbox_relay_rows_not_sent` every 30 s (a sequential scan: cheap on a table whose
+/// sent rows are pruned, and kept off the hot path either way).
+async fn sample_rows_not_sent(pool: PgPool, metrics: Metrics) {
+    loop {
+        if let Ok(n) =
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox_events WHERE status <> 'sent'")
+                .fetch_one(&pool)
+                .await
+        {
+            metrics.rows_not_sent.set(n);
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+}
