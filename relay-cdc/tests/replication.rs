@@ -1,9 +1,11 @@
 //! The replication transport against the real PostgreSQL 15 cluster (`scripts/services up`).
 
 use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
+use futures::FutureExt;
 use outbox::testkit::{TestDb, unique_name, wait_until};
 use relay_cdc::lsn::Lsn;
 use relay_cdc::replication::{ReplicationClient, ReplicationError, ReplicationEvent, ReplicationStream};
@@ -24,7 +26,8 @@ where
 {
     let db = TestDb::new().await?;
     let (url, slot) = (db.url.clone(), unique_name("slot"));
-    let result = body(db, slot.clone()).await;
+    // A failed assert! must not skip the cleanup.
+    let result = AssertUnwindSafe(body(db, slot.clone())).catch_unwind().await;
     let pool = sqlx::PgPool::connect(&url).await?;
     // The walsender releases the slot shortly after its connection closes.
     wait_until(Duration::from_secs(20), "slot released", || async {
@@ -40,7 +43,10 @@ where
         .bind(&slot)
         .execute(&pool)
         .await?;
-    result.map(drop)
+    match result {
+        Ok(result) => result.map(drop),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 async fn insert_event(db: &TestDb, aggregate_id: &str, payload_bytes: usize) -> anyhow::Result<Uuid> {
