@@ -22,7 +22,8 @@ pub struct KafkaArgs {
     pub kafka_consumer_group: String,
     /// Extra librdkafka properties for every Kafka client of the consumer, `key=value,...`
     /// (security.protocol, sasl.*, session.timeout.ms, ...); they override the defaults.
-    #[arg(long, env = "CONSUMER_KAFKA_CONFIG", default_value = "", value_parser = parse_properties)]
+    #[arg(long, env = "CONSUMER_KAFKA_CONFIG", default_value = "", hide_env_values = true,
+          value_parser = parse_properties)]
     pub kafka_config: Properties,
 }
 
@@ -68,7 +69,8 @@ pub struct RunConfig {
         long,
         env = "DATABASE_URL",
         default_value = "postgres://postgres:postgres@localhost:5432/bot_game_test",
-        hide_default_value = true
+        hide_default_value = true,
+        hide_env_values = true
     )]
     pub database_url: String,
     #[command(flatten)]

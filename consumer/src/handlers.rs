@@ -111,9 +111,9 @@ fn game_finished(payload: &serde_json::Value) -> Result<GameFinished, String> {
         });
     }
     let winner_id = p.winner_id.map(PlayerId::into_string);
-    if let Some(w) = &winner_id
-        && !standings.is_empty()
-        && !seen.contains(w)
+    if let Some(w) = winner_id
+        .as_ref()
+        .filter(|w| !standings.is_empty() && !seen.contains(*w))
     {
         return Err(format!("winner {w} is not in standings"));
     }

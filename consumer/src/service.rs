@@ -109,6 +109,8 @@ impl Service {
         log.abort();
         self.http.abort();
         tracing::info!("{}", self.metrics.summary_line());
+        // Closing leaves the group (after committing, via the revocation callback).
+        drop(self.consumer);
         tracing::info!("consumer stopped");
     }
 
