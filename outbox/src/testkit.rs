@@ -50,9 +50,14 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// Creates `t_<unique>` in the cluster and applies every migration.
+    /// Creates `t_<unique>` in the shared cluster and applies every migration.
     pub async fn new() -> anyhow::Result<Self> {
-        let base: PgConnectOptions = database_url().parse().context("parsing DATABASE_URL")?;
+        Self::create_in(&database_url()).await
+    }
+
+    /// Creates `t_<unique>` in the cluster of `base_url` (a private one, say) and migrates it.
+    pub async fn create_in(base_url: &str) -> anyhow::Result<Self> {
+        let base: PgConnectOptions = base_url.parse().context("parsing the database URL")?;
         let name = unique_name("t");
         let mut admin = base
             .clone()
@@ -64,7 +69,7 @@ impl TestDb {
             .await?;
         admin.close().await?;
         let opts = base.database(&name);
-        let url = opts.to_url_lossy().to_string();
+        let url = with_database(base_url, &name);
         crate::migrate::run(&url).await?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
@@ -75,16 +80,47 @@ impl TestDb {
     }
 }
 
+/// `base_url` with its database replaced (query string kept). Built by hand: sqlx's
+/// `to_url_lossy` leaves the password out, and child processes need it.
+fn with_database(base_url: &str, database: &str) -> String {
+    let (head, query) = base_url
+        .split_once('?')
+        .map_or((base_url, None), |(h, q)| (h, Some(q)));
+    let authority_end = head.find("://").map_or(0, |i| i + 3);
+    let server = match head[authority_end..].find('/') {
+        Some(i) => &head[..authority_end + i],
+        None => head,
+    };
+    match query {
+        Some(q) => format!("{server}/{database}?{q}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
 /// Creates a topic with a unique name (`prefix-<unique>`) and waits until the broker has it.
 pub async fn create_topic(prefix: &str, partitions: i32) -> anyhow::Result<String> {
+    create_topic_at(&kafka_bootstrap(), prefix, partitions, &[]).await
+}
+
+/// Like [`create_topic`], on the broker at `bootstrap`, with topic configs (`max.message.bytes`...).
+pub async fn create_topic_at(
+    bootstrap: &str,
+    prefix: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> anyhow::Result<String> {
     let topic = unique_name(prefix).replace('_', "-");
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", kafka_bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .create()
         .context("creating Kafka admin client")?;
+    let mut new_topic = NewTopic::new(&topic, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        new_topic = new_topic.set(k, v);
+    }
     let results = admin
         .create_topics(
-            &[NewTopic::new(&topic, partitions, TopicReplication::Fixed(1))],
+            &[new_topic],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
         )
         .await
@@ -109,19 +145,14 @@ pub struct KcatRecord {
 
 /// Reads the whole topic from the beginning with kcat and returns every record.
 pub fn kcat_read_all(topic: &str) -> anyhow::Result<Vec<KcatRecord>> {
+    kcat_read_all_from(&kafka_bootstrap(), topic)
+}
+
+/// Like [`kcat_read_all`], from the broker at `bootstrap`.
+pub fn kcat_read_all_from(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<KcatRecord>> {
     // Fields are separated by ASCII unit/record separators, which JSON values never contain raw.
     let out = Command::new("kcat")
-        .args([
-            "-C",
-            "-b",
-            &kafka_bootstrap(),
-            "-t",
-            topic,
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-        ])
+        .args(["-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-q"])
         .args(["-f", "%p\x1f%o\x1f%k\x1f%h\x1f%s\x1e"])
         .output()
         .context("running kcat (install it: apt-get install kcat)")?;
@@ -145,6 +176,84 @@ pub fn kcat_read_all(topic: &str) -> anyhow::Result<Vec<KcatRecord>> {
             })
         })
         .collect()
+}
+
+/// PostgreSQL and/or Kafka private to one test, for tests that stop, restart or reconfigure a
+/// service (never done to the shared ones, which other tests use at the same time). Started
+/// with `scripts/services` in a folder and on ports of their own; stopped when dropped.
+pub struct PrivateServices {
+    dir: std::path::PathBuf,
+    pub pg_port: u16,
+    pub kafka_port: u16,
+    kafka_controller_port: u16,
+}
+
+impl PrivateServices {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(unique_name("outbox-private"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self {
+            dir,
+            pg_port: free_port(),
+            kafka_port: free_port(),
+            kafka_controller_port: free_port(),
+        }
+    }
+
+    /// Runs `scripts/services <command>` for this instance.
+    pub fn services(&self, command: &str) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services");
+        let out = Command::new("bash")
+            .arg(script)
+            .arg(command)
+            .env("OUTBOX_SERVICES_DIR", &self.dir)
+            .env("OUTBOX_PG_PORT", self.pg_port.to_string())
+            .env("OUTBOX_KAFKA_PORT", self.kafka_port.to_string())
+            .env(
+                "OUTBOX_KAFKA_CONTROLLER_PORT",
+                self.kafka_controller_port.to_string(),
+            )
+            .output()
+            .expect("running scripts/services");
+        assert!(
+            out.status.success(),
+            "scripts/services {command} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn database_url(&self) -> String {
+        format!(
+            "postgres://postgres:postgres@127.0.0.1:{}/bot_game_test",
+            self.pg_port
+        )
+    }
+
+    pub fn kafka_bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.kafka_port)
+    }
+}
+
+impl Default for PrivateServices {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PrivateServices {
+    fn drop(&mut self) {
+        self.services("down");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits until `cond` returns true, polling every 50 ms, or fails after `timeout`.

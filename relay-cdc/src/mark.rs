@@ -41,6 +41,8 @@ pub enum MarkRequest {
 pub struct MarkDone {
     pub txns: Vec<TxnId>,
     pub rows: usize,
+    /// Aggregates whose park is now committed in `outbox_parked_aggregates`.
+    pub parked: Vec<String>,
 }
 
 /// Runs until the request channel closes; answers on `done` after each commit.
@@ -70,6 +72,7 @@ pub async fn run(
         if !ids.is_empty() {
             retry("marking rows sent", || mark_sent(&pool, &ids)).await;
         }
+        let mut parked = Vec::new();
         for req in others {
             match req {
                 MarkRequest::Failed {
@@ -83,6 +86,7 @@ pub async fn run(
                     })
                     .await;
                     txns.extend(txn);
+                    parked.extend(aggregate_id);
                 }
                 MarkRequest::ParkMessage { envelope, error, txn } => {
                     retry("parking a message event", || {
@@ -90,6 +94,7 @@ pub async fn run(
                     })
                     .await;
                     txns.push(txn);
+                    parked.push(envelope.aggregate_id);
                 }
                 MarkRequest::Sent { .. } => unreachable!("collected above"),
             }
@@ -98,6 +103,7 @@ pub async fn run(
             .send(MarkDone {
                 txns,
                 rows: ids.len(),
+                parked,
             })
             .is_err()
         {

@@ -237,8 +237,9 @@ struct Pipeline {
     first_unmarked: Option<Instant>,
     /// Events waiting because the producer queue was full; order is kept by sending these first.
     queued: VecDeque<Outgoing>,
-    /// Aggregates held back behind a failed event, with when they were parked here.
-    parked: HashMap<String, Instant>,
+    /// Aggregates held back behind a failed event; `true` once the park is committed (only
+    /// then can the database say whether `republish` lifted it).
+    parked: HashMap<String, bool>,
     message_prefix: String,
     max_in_flight: usize,
     mark_batch: usize,
@@ -266,10 +267,6 @@ impl Pipeline {
                 "aggregates parked behind failed events; run `relay-cdc republish` once the cause is fixed"
             );
         }
-        // Loaded parks are known to be committed: allow an immediate re-check.
-        let long_ago = Instant::now()
-            .checked_sub(Duration::from_secs(60))
-            .unwrap_or_else(Instant::now);
         Ok(Self {
             producer,
             deliveries,
@@ -283,7 +280,7 @@ impl Pipeline {
             to_mark: (Vec::new(), Vec::new()),
             first_unmarked: None,
             queued: VecDeque::new(),
-            parked: parked.into_iter().map(|a| (a, long_ago)).collect(),
+            parked: parked.into_iter().map(|a| (a, true)).collect(),
             message_prefix: cfg.message_prefix.clone(),
             max_in_flight: cfg.max_in_flight,
             mark_batch: cfg.mark_batch,
@@ -620,7 +617,7 @@ impl Pipeline {
                     .with_label_values(&[error_kind(&e)])
                     .inc();
                 let envelope = &out.envelope;
-                self.parked.insert(envelope.aggregate_id.clone(), Instant::now());
+                self.parked.insert(envelope.aggregate_id.clone(), false);
                 tracing::error!(event_id = %envelope.id, aggregate_id = %envelope.aggregate_id, error = %e, "event failed permanently; parking its aggregate");
                 let request = failure_request(
                     out.txn,
@@ -668,7 +665,7 @@ impl Pipeline {
                     .with_label_values(&[error_kind(&e)])
                     .inc();
                 tracing::error!(event_id = %f.id, aggregate_id = %f.aggregate_id, error = %e, "Kafka rejected the event; parking its aggregate");
-                self.parked.insert(f.aggregate_id.clone(), Instant::now());
+                self.parked.insert(f.aggregate_id.clone(), false);
                 let request = match f.envelope {
                     Some(envelope) => MarkRequest::ParkMessage {
                         envelope,
@@ -692,6 +689,9 @@ impl Pipeline {
 
     fn on_marked(&mut self, done: MarkDone) {
         self.metrics.marked.inc_by(done.rows as u64);
+        for aggregate in done.parked {
+            self.parked.insert(aggregate, true);
+        }
         for txn in done.txns {
             self.ack.done(txn);
         }
@@ -714,14 +714,13 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Is this aggregate held back? A park older than a few seconds is re-checked against the
-    /// database, where `republish` lifts it.
+    /// Is this aggregate held back? A committed park is re-checked against the database, where
+    /// `republish` lifts it (a primary-key lookup, and only for events of parked aggregates).
     async fn is_parked(&mut self, aggregate_id: &str) -> bool {
-        let Some(since) = self.parked.get(aggregate_id) else {
-            return false;
-        };
-        if since.elapsed() < Duration::from_secs(5) {
-            return true;
+        match self.parked.get(aggregate_id) {
+            None => return false,
+            Some(false) => return true,
+            Some(true) => {}
         }
         let still: Result<bool, _> = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM outbox_parked_aggregates WHERE aggregate_id = $1)",
@@ -730,10 +729,6 @@ impl Pipeline {
         .fetch_one(&self.pool)
         .await;
         match still {
-            Ok(true) => {
-                self.parked.insert(aggregate_id.to_owned(), Instant::now());
-                true
-            }
             Ok(false) => {
                 tracing::info!(
                     aggregate_id,
@@ -742,8 +737,8 @@ impl Pipeline {
                 self.parked.remove(aggregate_id);
                 false
             }
-            // Unsure: keep it parked, which never breaks order.
-            Err(_) => true,
+            // Parked, or unsure: keep it parked, which never breaks order.
+            Ok(true) | Err(_) => true,
         }
     }
 

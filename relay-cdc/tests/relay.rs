@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::Fixture;
-use outbox::testkit::{kcat_read_all, wait_until};
+use outbox::testkit::wait_until;
 
 const SEED_STEP4_INSERT: &str = r#"INSERT INTO outbox_events
 (id,event_type,aggregate_type,aggregate_id,payload,created_at,publish_attempts,last_error,published_at,idempotency_key,status)
@@ -36,18 +36,6 @@ type StoredRow = (
     i32,
     bool,
 );
-
-async fn wait_records(topic: &str, n: usize) -> Vec<outbox::testkit::KcatRecord> {
-    let mut last = Vec::new();
-    for _ in 0..300 {
-        last = kcat_read_all(topic).unwrap();
-        if last.len() >= n {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("expected {n} records in {topic}, found {}", last.len());
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn backlog_and_live_events_arrive_as_written() {
@@ -85,7 +73,7 @@ async fn backlog_and_live_events_arrive_as_written() {
     tx.rollback().await.unwrap();
     f.wait_all_sent(Duration::from_secs(60)).await;
 
-    let records = wait_records(&f.topic, 10).await;
+    let records = f.wait_records(10).await;
     assert_eq!(
         records.len(),
         10,
@@ -187,7 +175,7 @@ async fn per_aggregate_order_holds_under_concurrent_writers() {
         t.await.unwrap();
     }
     f.wait_all_sent(Duration::from_secs(120)).await;
-    let records = wait_records(&f.topic, 10_000).await;
+    let records = f.wait_records(10_000).await;
     let mut last: HashMap<String, i64> = HashMap::new();
     let mut partitions: HashMap<String, HashSet<i32>> = HashMap::new();
     let mut ordered = records.clone();
@@ -211,7 +199,7 @@ async fn one_ten_thousand_event_transaction_is_delivered() {
     let relay = f.relay(&[]);
     f.insert("agg-big", 0, 10_000).await;
     f.wait_all_sent(Duration::from_secs(120)).await;
-    let records = wait_records(&f.topic, 10_000).await;
+    let records = f.wait_records(10_000).await;
     let ids: HashSet<String> = records
         .iter()
         .map(|r| {

@@ -6,7 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use outbox::testkit::{TestDb, create_topic, kafka_bootstrap, unique_name, wait_until};
+use outbox::testkit::{TestDb, create_topic_at, database_url, kafka_bootstrap, unique_name, wait_until};
 
 /// A database, a slot name and a topic private to one test. Dropping it drops the slot (slots
 /// pin WAL on the shared server).
@@ -14,17 +14,45 @@ pub struct Fixture {
     pub db: TestDb,
     pub slot: String,
     pub topic: String,
+    pub kafka: String,
 }
 
 impl Fixture {
+    /// On the shared services.
     pub async fn new(partitions: i32) -> Self {
-        let db = TestDb::new().await.unwrap();
-        let topic = create_topic("relay", partitions).await.unwrap();
+        Self::on(&database_url(), &kafka_bootstrap(), partitions, &[]).await
+    }
+
+    /// On the cluster of `pg_url` and the broker at `kafka`, with topic configs.
+    pub async fn on(pg_url: &str, kafka: &str, partitions: i32, topic_configs: &[(&str, &str)]) -> Self {
+        let db = TestDb::create_in(pg_url).await.unwrap();
+        let topic = create_topic_at(kafka, "relay", partitions, topic_configs)
+            .await
+            .unwrap();
         Self {
             db,
             slot: unique_name("slot"),
             topic,
+            kafka: kafka.to_string(),
         }
+    }
+
+    /// Every record in the topic, read by kcat.
+    pub fn records(&self) -> Vec<outbox::testkit::KcatRecord> {
+        outbox::testkit::kcat_read_all_from(&self.kafka, &self.topic).unwrap()
+    }
+
+    /// Waits until the topic holds at least `n` records and returns them all.
+    pub async fn wait_records(&self, n: usize) -> Vec<outbox::testkit::KcatRecord> {
+        let mut last = Vec::new();
+        for _ in 0..300 {
+            last = self.records();
+            if last.len() >= n {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("expected {n} records in {}, found {}", self.topic, last.len());
     }
 
     /// Starts `relay-cdc run` for this fixture, with extra `--flag value` arguments.
@@ -35,7 +63,7 @@ impl Fixture {
             .arg("run")
             .args(["--database-url", &self.db.url])
             .args(["--slot-name", &self.slot])
-            .args(["--kafka-bootstrap-servers", &kafka_bootstrap()])
+            .args(["--kafka-bootstrap-servers", &self.kafka])
             .args(["--kafka-topic", &self.topic])
             .args(["--metrics-addr", "127.0.0.1:0"])
             .args(extra)
@@ -70,6 +98,26 @@ impl Fixture {
             .unwrap()
     }
 
+    /// Event ids in the topic (with duplicates).
+    pub fn kafka_ids(&self) -> Vec<String> {
+        self.records()
+            .iter()
+            .map(|r| {
+                serde_json::from_str::<serde_json::Value>(&r.value).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    pub async fn row_ids(&self) -> Vec<String> {
+        sqlx::query_scalar("SELECT id::text FROM outbox_events")
+            .fetch_all(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
     /// Waits until every row is `sent`.
     pub async fn wait_all_sent(&self, timeout: Duration) {
         wait_until(timeout, "every outbox row sent", || async {
@@ -96,17 +144,27 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        // Blocking is fine in a test's teardown; wait for the relay's session to end first.
-        let sql = format!(
-            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{0}' AND active_pid IS NOT NULL;
-             SELECT pg_sleep(0.2);
-             SELECT pg_drop_replication_slot('{0}') FROM pg_replication_slots WHERE slot_name = '{0}';",
-            self.slot
+        // Blocking is fine in a test's teardown. The killed relay's walsender may still hold the
+        // slot for a moment: end it, and retry until the slot is gone.
+        let slot = &self.slot;
+        let terminate = format!(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{slot}' AND active"
         );
-        let _ = Command::new("psql")
-            .arg(&self.db.url)
-            .args(["-qAtc", &sql])
-            .output();
+        let drop = format!(
+            "SELECT pg_drop_replication_slot('{slot}') FROM pg_replication_slots WHERE slot_name = '{slot}' AND NOT active"
+        );
+        let count = format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'");
+        for _ in 0..50 {
+            let out = Command::new("psql")
+                .arg(&self.db.url)
+                .args(["-qAt", "-c", &terminate, "-c", &drop, "-c", &count])
+                .output();
+            match out {
+                Ok(o) if String::from_utf8_lossy(&o.stdout).trim().ends_with('0') => return,
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        eprintln!("could not drop replication slot {}", self.slot);
     }
 }
 
