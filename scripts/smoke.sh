@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# The seed's smoke steps as one command, on local services (no Docker):
-#   0 prerequisites, 1 services up, 2 migrations, 3 publisher, 4 the seed's INSERT,
-#   5 the row is sent, 6 the event is in Kafka.
+# The seed's smoke steps 0-6 as one command:
+#   0 prerequisites, 1 services up, 2 migrations, 3 relay-cdc + consumer started,
+#   4 the seed's INSERT, 5 the row is sent, 6 the consumer recorded it in consumed_events,
+#   then the consumer's [metrics] line.
+# Local services (no Docker) by default; --compose runs the same steps with docker compose.
 # Prints [OK]/[FAIL] per step, exits non-zero on failure, stops what it started unless --keep.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 KEEP=false
+COMPOSE=false
 for a in "$@"; do
   case "$a" in
     --keep) KEEP=true ;;
-    -h|--help) echo "usage: scripts/smoke.sh [--keep]"; exit 0 ;;
+    --compose) COMPOSE=true ;;
+    -h|--help)
+      echo "usage: scripts/smoke.sh [--keep] [--compose]"
+      echo "  --keep     leave services, relay and consumer running afterwards"
+      echo "  --compose  use docker compose (pg, kafka, kafka-ui, migrator, relay, consumer) instead of local services"
+      exit 0 ;;
     *) echo "unknown argument: $a (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -18,47 +26,7 @@ done
 ok() { printf '[OK]   step %s: %s\n' "$1" "$2"; }
 fail() { printf '[FAIL] step %s: %s\n' "$1" "$2"; exit 1; }
 
-pg_was_up=false; kafka_was_up=false
-scripts/services status | grep -q 'PostgreSQL: running' && pg_was_up=true
-scripts/services status | grep -q 'Kafka: running' && kafka_was_up=true
-cleanup() {
-  local rc=$?
-  if ! $KEEP; then
-    $kafka_was_up || scripts/services kafka-down >/dev/null || true
-    $pg_was_up || scripts/services pg-down >/dev/null || true
-  fi
-  exit $rc
-}
-trap cleanup EXIT INT TERM
-
-# 0) prerequisites
-for c in cargo java mvn /usr/lib/postgresql/15/bin/postgres psql; do
-  command -v "$c" >/dev/null || fail 0 "$c not found (see README, Requirements)"
-done
-ok 0 "cargo, java, mvn, PostgreSQL 15 binaries present"
-
-# 1) infrastructure
-scripts/services up || fail 1 "scripts/services up"
-eval "$(scripts/services env)"
-export DATABASE_URL KAFKA_BOOTSTRAP_SERVERS
-TOPIC="${KAFKA_TOPIC:-game-events}"
-ok 1 "PostgreSQL and Kafka up ($DATABASE_URL, $KAFKA_BOOTSTRAP_SERVERS)"
-
-# 2) migrations
-cargo build -q --release -p relay-cdc || fail 2 "cargo build"
-target/release/relay-cdc migrate || fail 2 "relay-cdc migrate"
-psql "$DATABASE_URL" -c "SELECT tablename FROM pg_tables WHERE schemaname='public' ORDER BY 1;"
-psql "$DATABASE_URL" -c "SELECT table_name FROM information_schema.views WHERE table_schema='public' ORDER BY 1;"
-ok 2 "migrations applied"
-
-# 3) publisher. Until relay-cdc streams the slot (issue 3), this step publishes the pending rows
-# itself: it reads them, produces each with kcat (key = aggregate_id, envelope JSON, headers) and
-# marks them sent in one UPDATE. It runs after the INSERT below.
-ok 3 "publisher: interim psql + kcat round trip (relay-cdc run not built yet)"
-
-# 4) the seed's INSERT, verbatim
-psql "$DATABASE_URL" -v ON_ERROR_STOP=1 <<'SQL' || fail 4 "INSERT"
-INSERT INTO outbox_events
+SEED_INSERT="INSERT INTO outbox_events
 (id,event_type,aggregate_type,aggregate_id,payload,created_at,publish_attempts,last_error,published_at,idempotency_key,status)
 VALUES
 (
@@ -73,31 +41,110 @@ VALUES
   NULL,
   concat('demo-', gen_random_uuid()),
   'new'
-);
-SQL
-psql "$DATABASE_URL" -c "SELECT id, status, created_at, idempotency_key FROM outbox_events ORDER BY created_at DESC LIMIT 5;"
-ok 4 "event inserted into outbox_events"
+);"
+STEP5_SQL="SELECT id, status, publish_attempts, last_error, published_at FROM outbox_events ORDER BY created_at DESC LIMIT 1;"
+STEP6_SQL="SELECT event_id, event_type, topic, partition, kafka_offset, consumed_at FROM consumed_events ORDER BY consumed_at DESC NULLS LAST LIMIT 10;"
 
-# 3, interim) publish pending rows and mark them sent
-published=0
-while IFS=$'\t' read -r id key envelope; do
-  [ -n "$id" ] || continue
-  printf '%s\t%s\n' "$key" "$envelope" | kcat -P -b "$KAFKA_BOOTSTRAP_SERVERS" -t "$TOPIC" -K $'\t' \
-    -H "id=$id" -X enable.idempotence=true -X acks=all || fail 3 "kcat produce of $id"
-  psql "$DATABASE_URL" -qAtc "UPDATE outbox_events SET status='sent', published_at=now(), publish_attempts=publish_attempts+1 WHERE id='$id'" >/dev/null
-  echo "published $id to $TOPIC (key $key)"
-  published=$((published + 1))
-done < <(psql "$DATABASE_URL" -qAtF $'\t' -c "SELECT id, aggregate_id, json_build_object('id',id,'event_type',event_type,'aggregate_type',aggregate_type,'aggregate_id',aggregate_id,'payload',payload,'created_at',created_at,'idempotency_key',idempotency_key) FROM outbox_events WHERE status <> 'sent' ORDER BY created_at")
-[ "$published" -gt 0 ] || fail 3 "nothing to publish"
+# Waits up to $2 seconds for `sql $1` to print something non-empty.
+wait_for() {
+  local query=$1 secs=$2 i out
+  for i in $(seq 1 $((secs * 5))); do
+    out=$(sql -qAtc "$query" 2>/dev/null || true)
+    [ -n "$out" ] && { echo "$out"; return 0; }
+    sleep 0.2
+  done
+  return 1
+}
 
-# 5) the row is sent
-status=$(psql "$DATABASE_URL" -qAtc "SELECT status FROM outbox_events ORDER BY created_at DESC LIMIT 1")
-psql "$DATABASE_URL" -c "SELECT id, status, publish_attempts, last_error, published_at FROM outbox_events ORDER BY created_at DESC LIMIT 1;"
-[ "$status" = sent ] || fail 5 "latest row has status '$status', expected sent"
+if $COMPOSE; then
+  command -v docker >/dev/null || fail 0 "docker not found (--compose needs Docker with the compose plugin)"
+  docker compose version >/dev/null || fail 0 "docker compose not available"
+  ok 0 "docker and docker compose present"
+  sql() { docker compose exec -T pg psql -U postgres -d bot_game_test "$@"; }
+  cleanup() { local rc=$?; $KEEP || docker compose stop relay consumer >/dev/null 2>&1 || true; exit $rc; }
+  trap cleanup EXIT INT TERM
+  docker compose up -d --wait pg kafka kafka-ui || fail 1 "docker compose up pg kafka kafka-ui"
+  ok 1 "pg, kafka, kafka-ui up"
+  docker compose run --rm migrator || fail 2 "docker compose run --rm migrator"
+  sql -c "SELECT tablename FROM pg_tables WHERE schemaname='public' ORDER BY 1;"
+  ok 2 "migrations applied"
+  docker compose up -d --build relay consumer || fail 3 "docker compose up relay consumer"
+  ok 3 "relay and consumer started"
+  consumer_log() { docker compose logs consumer; }
+else
+  for c in cargo java mvn /usr/lib/postgresql/15/bin/postgres psql; do
+    command -v "$c" >/dev/null || fail 0 "$c not found (see README, requirements)"
+  done
+  ok 0 "cargo, java, mvn, PostgreSQL 15 binaries present"
+
+  pg_was_up=false; kafka_was_up=false
+  scripts/services status | grep -q 'PostgreSQL: running' && pg_was_up=true
+  scripts/services status | grep -q 'Kafka: running' && kafka_was_up=true
+  RUN_DIR=.services/smoke
+  mkdir -p "$RUN_DIR"
+  relay_pid=""; consumer_pid=""
+  cleanup() {
+    local rc=$?
+    if ! $KEEP; then
+      [ -n "$consumer_pid" ] && kill "$consumer_pid" 2>/dev/null && wait "$consumer_pid" 2>/dev/null
+      [ -n "$relay_pid" ] && kill "$relay_pid" 2>/dev/null && wait "$relay_pid" 2>/dev/null
+      # The slot pins WAL while it exists; the next run recreates it (rows already sent are skipped).
+      [ -n "$relay_pid" ] && target/release/relay-cdc slot drop >/dev/null 2>&1
+      $kafka_was_up || scripts/services kafka-down >/dev/null || true
+      $pg_was_up || scripts/services pg-down >/dev/null || true
+    fi
+    [ $rc -ne 0 ] && echo "logs: $RUN_DIR/relay.log $RUN_DIR/consumer.log"
+    exit $rc
+  }
+  trap cleanup EXIT INT TERM
+
+  scripts/services up || fail 1 "scripts/services up"
+  eval "$(scripts/services env)"
+  export DATABASE_URL KAFKA_BOOTSTRAP_SERVERS
+  sql() { psql "$DATABASE_URL" "$@"; }
+  ok 1 "PostgreSQL and Kafka up ($DATABASE_URL, $KAFKA_BOOTSTRAP_SERVERS)"
+
+  cargo build -q --release --locked -p relay-cdc -p consumer || fail 2 "cargo build"
+  target/release/relay-cdc migrate || fail 2 "relay-cdc migrate"
+  sql -c "SELECT tablename FROM pg_tables WHERE schemaname='public' ORDER BY 1;"
+  sql -c "SELECT table_name FROM information_schema.views WHERE table_schema='public' ORDER BY 1;"
+  ok 2 "migrations applied"
+
+  target/release/relay-cdc run --metrics-addr 127.0.0.1:9464 >"$RUN_DIR/relay.log" 2>&1 &
+  relay_pid=$!
+  target/release/consumer run --metrics-addr 127.0.0.1:9465 --metrics-log-secs 1 >"$RUN_DIR/consumer.log" 2>&1 &
+  consumer_pid=$!
+  for i in $(seq 1 150); do
+    curl -sf http://127.0.0.1:9464/readyz >/dev/null 2>&1 && break
+    kill -0 "$relay_pid" 2>/dev/null || { tail -5 "$RUN_DIR/relay.log"; fail 3 "relay-cdc exited"; }
+    sleep 0.2
+  done
+  curl -sf http://127.0.0.1:9464/readyz >/dev/null || fail 3 "relay-cdc not ready after 30 s (see $RUN_DIR/relay.log)"
+  kill -0 "$consumer_pid" 2>/dev/null || { tail -5 "$RUN_DIR/consumer.log"; fail 3 "consumer exited"; }
+  ok 3 "relay-cdc (pid $relay_pid, :9464) streaming and consumer (pid $consumer_pid, :9465) running"
+  consumer_log() { cat "$RUN_DIR/consumer.log"; }
+fi
+
+# 4) the seed's INSERT, verbatim
+printf '%s\n' "$SEED_INSERT" | sql -v ON_ERROR_STOP=1 || fail 4 "INSERT"
+sql -c "SELECT id, status, created_at, idempotency_key FROM outbox_events ORDER BY created_at DESC LIMIT 5;"
+last_id=$(sql -qAtc "SELECT id FROM outbox_events ORDER BY created_at DESC LIMIT 1")
+ok 4 "event $last_id inserted into outbox_events"
+
+# 5) the relay marked it sent
+wait_for "SELECT 1 FROM outbox_events WHERE id = '$last_id' AND status = 'sent' AND published_at IS NOT NULL" 30 >/dev/null \
+  || { sql -c "$STEP5_SQL"; fail 5 "event $last_id not sent within 30 s"; }
+sql -c "$STEP5_SQL"
 ok 5 "status = sent, published_at set"
 
-# 6) the event is in Kafka (read by kcat, an independent client)
-last_id=$(psql "$DATABASE_URL" -qAtc "SELECT id FROM outbox_events ORDER BY created_at DESC LIMIT 1")
-kcat -C -b "$KAFKA_BOOTSTRAP_SERVERS" -t "$TOPIC" -o beginning -e -q -f 'partition %p offset %o key %k: %s\n' \
-  | grep "$last_id" || fail 6 "event $last_id not found in topic $TOPIC"
-ok 6 "event $last_id read back from Kafka topic $TOPIC"
+# 6) the consumer recorded it
+wait_for "SELECT 1 FROM consumed_events WHERE event_id = '$last_id' AND topic = 'game-events' AND event_type = 'game.finished'" 30 >/dev/null \
+  || fail 6 "event $last_id not in consumed_events within 30 s"
+sql -c "$STEP6_SQL"
+ok 6 "consumed_events has event $last_id (topic game-events, game.finished)"
+
+for i in $(seq 1 30); do
+  line=$(consumer_log | grep -o '\[metrics\].*' | tail -1 || true)
+  case "$line" in *"ok=0 "*|"") sleep 0.5 ;; *) break ;; esac
+done
+echo "${line:-[metrics] line not found in the consumer log}"
