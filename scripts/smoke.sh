@@ -26,22 +26,7 @@ done
 ok() { printf '[OK]   step %s: %s\n' "$1" "$2"; }
 fail() { printf '[FAIL] step %s: %s\n' "$1" "$2"; exit 1; }
 
-SEED_INSERT="INSERT INTO outbox_events
-(id,event_type,aggregate_type,aggregate_id,payload,created_at,publish_attempts,last_error,published_at,idempotency_key,status)
-VALUES
-(
-  gen_random_uuid(),
-  'game.finished',
-  'game',
-  '11111111-1111-1111-1111-111111111111',
-  jsonb_build_object('game_id','11111111-1111-1111-1111-111111111111','chat_id',-5056821738),
-  now(),
-  0,
-  NULL,
-  NULL,
-  concat('demo-', gen_random_uuid()),
-  'new'
-);"
+SEED_INSERT_FILE=scripts/sql/seed-step4-insert.sql  # the seed's step-4 INSERT, verbatim
 STEP5_SQL="SELECT id, status, publish_attempts, last_error, published_at FROM outbox_events ORDER BY created_at DESC LIMIT 1;"
 STEP6_SQL="SELECT event_id, event_type, topic, partition, kafka_offset, consumed_at FROM consumed_events ORDER BY consumed_at DESC NULLS LAST LIMIT 10;"
 
@@ -126,7 +111,7 @@ else
 fi
 
 # 4) the seed's INSERT, verbatim
-printf '%s\n' "$SEED_INSERT" | sql -v ON_ERROR_STOP=1 || fail 4 "INSERT"
+sql -v ON_ERROR_STOP=1 <"$SEED_INSERT_FILE" || fail 4 "INSERT"
 sql -c "SELECT id, status, created_at, idempotency_key FROM outbox_events ORDER BY created_at DESC LIMIT 5;"
 last_id=$(sql -qAtc "SELECT id FROM outbox_events ORDER BY created_at DESC LIMIT 1")
 ok 4 "event $last_id inserted into outbox_events"

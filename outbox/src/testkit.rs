@@ -18,6 +18,15 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use uuid::Uuid;
 
+/// The seed's step-4 INSERT, verbatim (also run by scripts/smoke.sh).
+pub const SEED_STEP4_INSERT: &str = include_str!("../../scripts/sql/seed-step4-insert.sql");
+
+/// The event id in a record's envelope.
+pub fn event_id(record: &KcatRecord) -> String {
+    let v: serde_json::Value = serde_json::from_str(&record.value).expect("record value is JSON");
+    v["id"].as_str().expect("envelope has an id").to_string()
+}
+
 /// The base `DATABASE_URL` of the running cluster.
 pub fn database_url() -> String {
     required_env("DATABASE_URL")

@@ -3,23 +3,7 @@
 use outbox::testkit::TestDb;
 use sqlx::Row;
 
-/// The seed's step-4 INSERT, verbatim.
-const SEED_STEP4_INSERT: &str = r#"INSERT INTO outbox_events
-(id,event_type,aggregate_type,aggregate_id,payload,created_at,publish_attempts,last_error,published_at,idempotency_key,status)
-VALUES
-(
-  gen_random_uuid(),
-  'game.finished',
-  'game',
-  '11111111-1111-1111-1111-111111111111',
-  jsonb_build_object('game_id','11111111-1111-1111-1111-111111111111','chat_id',-5056821738),
-  now(),
-  0,
-  NULL,
-  NULL,
-  concat('demo-', gen_random_uuid()),
-  'new'
-);"#;
+use outbox::testkit::SEED_STEP4_INSERT;
 
 /// The seed's read-only checks (steps 2, 4, 5, 6 and its game section), verbatim.
 const SEED_SELECTS: &[&str] = &[

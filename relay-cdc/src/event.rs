@@ -66,6 +66,36 @@ pub fn row_id(row: &Row<'_, '_>) -> Option<Uuid> {
         .and_then(|s| Uuid::parse_str(s).ok())
 }
 
+/// An `outbox_events` row read with SQL (the backlog scan, `republish`).
+#[derive(Debug, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub id: Uuid,
+    pub event_type: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub payload: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub idempotency_key: Option<String>,
+}
+
+impl OutboxRow {
+    /// The columns [`OutboxRow`] reads, for SELECT lists.
+    pub const COLUMNS: &'static str =
+        "id, event_type, aggregate_type, aggregate_id, payload, created_at, idempotency_key";
+
+    pub fn into_envelope(self) -> Envelope {
+        Envelope {
+            id: self.id,
+            event_type: self.event_type,
+            aggregate_type: self.aggregate_type,
+            aggregate_id: self.aggregate_id,
+            payload: self.payload,
+            created_at: self.created_at,
+            idempotency_key: self.idempotency_key,
+        }
+    }
+}
+
 /// Parses the content of a logical message as an envelope.
 pub fn from_message(content: &[u8]) -> Result<Envelope, EventError> {
     let envelope: Envelope =

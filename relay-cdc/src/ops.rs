@@ -3,11 +3,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chrono::{DateTime, Utc};
-use outbox::Envelope;
-use uuid::Uuid;
 
 use crate::checks;
+use crate::event::OutboxRow;
 use crate::mark;
 use crate::producer::{EventProducer, ProducerConfig};
 
@@ -68,17 +66,6 @@ pub async fn status(database_url: &str, slot: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(sqlx::FromRow)]
-struct FailedRow {
-    id: Uuid,
-    event_type: String,
-    aggregate_type: String,
-    aggregate_id: String,
-    payload: serde_json::Value,
-    created_at: DateTime<Utc>,
-    idempotency_key: Option<String>,
-}
-
 /// Re-sends every `failed` row, oldest first per aggregate, one at a time per aggregate so order
 /// holds; unparks aggregates with nothing left failed. Rows that fail again stay `failed`
 /// (their aggregate stays parked) and the command exits non-zero.
@@ -93,11 +80,11 @@ pub async fn republish(database_url: &str, cfg: &ProducerConfig) -> anyhow::Resu
     let mut still_failing: Vec<String> = Vec::new();
     // Loop: the relay may park more events of an aggregate while we work.
     loop {
-        let rows: Vec<FailedRow> = sqlx::query_as(
-            "SELECT id, event_type, aggregate_type, aggregate_id, payload, created_at, idempotency_key
-               FROM outbox_events WHERE status = 'failed' AND NOT (aggregate_id = ANY($1))
+        let rows: Vec<OutboxRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM outbox_events WHERE status = 'failed' AND NOT (aggregate_id = ANY($1))
               ORDER BY seq LIMIT 1000",
-        )
+            OutboxRow::COLUMNS
+        ))
         .bind(&still_failing)
         .fetch_all(&pool)
         .await?;
@@ -108,15 +95,7 @@ pub async fn republish(database_url: &str, cfg: &ProducerConfig) -> anyhow::Resu
             if still_failing.contains(&r.aggregate_id) {
                 continue;
             }
-            let envelope = Envelope {
-                id: r.id,
-                event_type: r.event_type,
-                aggregate_type: r.aggregate_type,
-                aggregate_id: r.aggregate_id,
-                payload: r.payload,
-                created_at: r.created_at,
-                idempotency_key: r.idempotency_key,
-            };
+            let envelope = r.into_envelope();
             let result = match producer.send(0, &envelope, &envelope.to_json()) {
                 Ok(()) => {
                     let d = tokio::time::timeout(Duration::from_secs(60), deliveries.recv())

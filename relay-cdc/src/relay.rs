@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::ack::{AckTracker, TxnId};
-use crate::event;
+use crate::event::{self, OutboxRow};
 use crate::lsn::Lsn;
 use crate::mark::{self, MarkDone, MarkRequest};
 use crate::metrics::Metrics;
@@ -92,7 +92,7 @@ pub async fn run(
 }
 
 /// Exponential backoff, 200 ms to 10 s, cut short by shutdown.
-struct Backoff(Duration);
+pub(crate) struct Backoff(Duration);
 
 impl Default for Backoff {
     fn default() -> Self {
@@ -101,7 +101,7 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    async fn wait(&mut self, shutdown: &mut watch::Receiver<bool>) {
+    pub(crate) async fn wait(&mut self, shutdown: &mut watch::Receiver<bool>) {
         tokio::select! {
             _ = tokio::time::sleep(self.0) => {}
             _ = shutdown.changed() => {}
@@ -167,7 +167,7 @@ async fn lead(
 }
 
 /// Kafka unreachable at start is not fatal: wait (readiness stays false) and say so.
-async fn wait_for_kafka(
+pub(crate) async fn wait_for_kafka(
     producer: &EventProducer,
     servers: &str,
     shutdown: &mut watch::Receiver<bool>,
@@ -302,16 +302,16 @@ impl Pipeline {
         .execute(&mut *tx)
         .await
         .context("importing the slot's snapshot")?;
-        sqlx::query(
+        sqlx::query(&format!(
             "DECLARE backlog NO SCROLL CURSOR FOR
-             SELECT id, event_type, aggregate_type, aggregate_id, payload, created_at, idempotency_key
-               FROM outbox_events WHERE status IN ('new', 'processing') ORDER BY seq",
-        )
+             SELECT {} FROM outbox_events WHERE status IN ('new', 'processing') ORDER BY seq",
+            OutboxRow::COLUMNS
+        ))
         .execute(&mut *tx)
         .await?;
         let mut total = 0u64;
         loop {
-            let rows: Vec<BacklogRow> = sqlx::query_as("FETCH 2000 FROM backlog")
+            let rows: Vec<OutboxRow> = sqlx::query_as("FETCH 2000 FROM backlog")
                 .fetch_all(&mut *tx)
                 .await?;
             if rows.is_empty() {
@@ -320,18 +320,9 @@ impl Pipeline {
             total += rows.len() as u64;
             let txn = self.ack.push(at, rows.len(), None);
             for r in rows {
-                let envelope = Envelope {
-                    id: r.id,
-                    event_type: r.event_type,
-                    aggregate_type: r.aggregate_type,
-                    aggregate_id: r.aggregate_id,
-                    payload: r.payload,
-                    created_at: r.created_at,
-                    idempotency_key: r.idempotency_key,
-                };
                 self.submit(Outgoing {
                     txn,
-                    envelope,
+                    envelope: r.into_envelope(),
                     source: Source::Row,
                     commit_time: None,
                 })
@@ -769,7 +760,7 @@ fn failure_request(txn: TxnId, envelope: Envelope, source: Source, error: String
     }
 }
 
-fn error_kind(e: &rdkafka::error::KafkaError) -> &'static str {
+pub(crate) fn error_kind(e: &rdkafka::error::KafkaError) -> &'static str {
     use rdkafka::types::RDKafkaErrorCode::*;
     match e.rdkafka_error_code() {
         Some(MessageSizeTooLarge | InvalidMessageSize | MessageBatchTooLarge) => "message_too_large",
@@ -779,20 +770,9 @@ fn error_kind(e: &rdkafka::error::KafkaError) -> &'static str {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct BacklogRow {
-    id: Uuid,
-    event_type: String,
-    aggregate_type: String,
-    aggregate_id: String,
-    payload: serde_json::Value,
-    created_at: DateTime<Utc>,
-    idempotency_key: Option<String>,
-}
-
 /// Samples `outbox_relay_rows_not_sent` every 30 s (a sequential scan: cheap on a table whose
 /// sent rows are pruned, and kept off the hot path either way).
-async fn sample_rows_not_sent(pool: PgPool, metrics: Metrics) {
+pub(crate) async fn sample_rows_not_sent(pool: PgPool, metrics: Metrics) {
     loop {
         if let Ok(n) =
             sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox_events WHERE status <> 'sent'")

@@ -51,15 +51,7 @@ fn spawn_writer(
 /// Returns the number of duplicate records.
 fn assert_delivered(f: &Fixture, rows: &[String]) -> usize {
     let records = f.records();
-    let ids: Vec<String> = records
-        .iter()
-        .map(|r| {
-            serde_json::from_str::<serde_json::Value>(&r.value).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let ids: Vec<String> = records.iter().map(outbox::testkit::event_id).collect();
     let unique: HashSet<&String> = ids.iter().collect();
     let expected: HashSet<&String> = rows.iter().collect();
     let missing: Vec<_> = expected.difference(&unique).take(5).collect();
@@ -377,33 +369,13 @@ async fn oversize_event_parks_its_aggregate_and_republish_delivers_in_order() {
     .unwrap();
 
     // Fix the cause: raise the topic's limit. Then republish.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_relay-cdc"))
-        .args([
-            "republish",
-            "--database-url",
-            &f.db.url,
-            "--kafka-bootstrap-servers",
-            &kafka,
-        ])
-        .args(["--kafka-topic", &f.topic])
-        .output()
-        .unwrap();
+    let out = republish(&f);
     assert!(
         !out.status.success(),
         "republish must fail while the topic still refuses the event"
     );
     raise_topic_limit(&kafka, &f.topic, "100000").await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_relay-cdc"))
-        .args([
-            "republish",
-            "--database-url",
-            &f.db.url,
-            "--kafka-bootstrap-servers",
-            &kafka,
-        ])
-        .args(["--kafka-topic", &f.topic])
-        .output()
-        .unwrap();
+    let out = republish(&f);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -418,6 +390,14 @@ async fn oversize_event_parks_its_aggregate_and_republish_delivers_in_order() {
     f.wait_records(rows.len()).await;
     assert_delivered(&f, &rows);
     drop(relay);
+}
+
+fn republish(f: &Fixture) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_relay-cdc"))
+        .args(["republish", "--database-url", &f.db.url])
+        .args(["--kafka-bootstrap-servers", &f.kafka, "--kafka-topic", &f.topic])
+        .output()
+        .unwrap()
 }
 
 async fn raise_topic_limit(bootstrap: &str, topic: &str, bytes: &str) {

@@ -6,24 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::Fixture;
-use outbox::testkit::wait_until;
-
-const SEED_STEP4_INSERT: &str = r#"INSERT INTO outbox_events
-(id,event_type,aggregate_type,aggregate_id,payload,created_at,publish_attempts,last_error,published_at,idempotency_key,status)
-VALUES
-(
-  gen_random_uuid(),
-  'game.finished',
-  'game',
-  '11111111-1111-1111-1111-111111111111',
-  jsonb_build_object('game_id','11111111-1111-1111-1111-111111111111','chat_id',-5056821738),
-  now(),
-  0,
-  NULL,
-  NULL,
-  concat('demo-', gen_random_uuid()),
-  'new'
-);"#;
+use outbox::testkit::{SEED_STEP4_INSERT, wait_until};
 
 /// id, event_type, aggregate_type, aggregate_id, payload, idempotency_key, attempts, published.
 type StoredRow = (
@@ -199,16 +182,8 @@ async fn one_ten_thousand_event_transaction_is_delivered() {
     let relay = f.relay(&[]);
     f.insert("agg-big", 0, 10_000).await;
     f.wait_all_sent(Duration::from_secs(120)).await;
-    let records = f.wait_records(10_000).await;
-    let ids: HashSet<String> = records
-        .iter()
-        .map(|r| {
-            serde_json::from_str::<serde_json::Value>(&r.value).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    f.wait_records(10_000).await;
+    let ids: HashSet<String> = f.kafka_ids().into_iter().collect();
     assert_eq!(ids.len(), 10_000);
     drop(relay);
 }

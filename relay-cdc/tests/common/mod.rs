@@ -100,15 +100,7 @@ impl Fixture {
 
     /// Event ids in the topic (with duplicates).
     pub fn kafka_ids(&self) -> Vec<String> {
-        self.records()
-            .iter()
-            .map(|r| {
-                serde_json::from_str::<serde_json::Value>(&r.value).unwrap()["id"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect()
+        self.records().iter().map(outbox::testkit::event_id).collect()
     }
 
     pub async fn row_ids(&self) -> Vec<String> {
