@@ -1,7 +1,8 @@
-//! Keeps `docker-compose.yml`, `Dockerfile`, `.env.example`, `deploy/prometheus.yml` and the
-//! README in step with each other. No Docker engine runs here: the compose file is validated and
-//! resolved by Debian's `docker-compose` (1.29, which needs no engine for `config`), and its
-//! resolved form is read back with a small reader for the block YAML that `config` prints.
+//! Keeps `docker-compose.yml`, `Dockerfile`, `.env.example`, `deploy/prometheus.yml`,
+//! `deploy/grafana` and the README in step with each other. No Docker engine runs here: the
+//! compose file is validated and resolved by Debian's `docker-compose` (1.29, which needs no
+//! engine for `config`), and its resolved form is read back with a small reader for the block
+//! YAML that `config` prints.
 //!
 //! Run: `cargo test -p outbox --test compose` (needs `docker-compose` and `promtool`:
 //! `apt-get install docker-compose prometheus`).
@@ -21,6 +22,7 @@ const SERVICES: &[&str] = &[
     "consumer",
     "bot",
     "prometheus",
+    "grafana",
 ];
 /// The services that run our image (and read our settings).
 const APP_SERVICES: &[&str] = &["migrator", "relay", "consumer", "bot"];
@@ -296,6 +298,11 @@ fn host_ports_of_the_seed_are_published() {
         published(config, "prometheus"),
         BTreeMap::from([(9090, 9090)]),
         "prometheus"
+    );
+    assert_eq!(
+        published(config, "grafana"),
+        BTreeMap::from([(3000, 3000)]),
+        "grafana"
     );
     let kafka = published(config, "kafka");
     assert!(
@@ -663,6 +670,85 @@ fn prometheus_scrapes_the_relay_and_the_consumer() {
             "job {name}: {job}"
         );
         assert!(job.contains(&port), "job {name} must scrape port {port}");
+    }
+}
+
+#[test]
+fn grafana_is_provisioned_with_prometheus_and_the_dashboard() {
+    let config = default_config();
+    let grafana = service(config, "grafana");
+    assert!(
+        grafana
+            .get("image")
+            .unwrap()
+            .scalar()
+            .starts_with("grafana/grafana-oss:"),
+        "grafana image"
+    );
+    let condition = grafana
+        .get("depends_on")
+        .and_then(|d| d.get("prometheus"))
+        .and_then(|d| d.get("condition"))
+        .map(|c| c.scalar().to_string());
+    assert_eq!(
+        condition.as_deref(),
+        Some("service_started"),
+        "grafana depends on prometheus"
+    );
+
+    // Container path each deploy/grafana folder is mounted at.
+    let volumes = strings(grafana.get("volumes"));
+    let mounted = |dir: &str| {
+        let source = format!("{}:", root().join(dir).display());
+        volumes
+            .iter()
+            .find_map(|v| v.strip_prefix(&source))
+            .map(|rest| rest.split(':').next().unwrap().to_string())
+            .unwrap_or_else(|| panic!("grafana must mount {dir}, has {volumes:?}"))
+    };
+    assert_eq!(
+        mounted("deploy/grafana/provisioning"),
+        "/etc/grafana/provisioning"
+    );
+    let dashboards = mounted("deploy/grafana/dashboards");
+
+    // The datasource points at the prometheus service's container port, with the uid the
+    // dashboard's panels name.
+    let datasource = read("deploy/grafana/provisioning/datasources/prometheus.yml");
+    let value = |text: &str, key: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{key}:")))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("{key} missing in:\n{text}"))
+    };
+    let target = published(config, "prometheus")[&9090];
+    assert_eq!(value(&datasource, "url"), format!("http://prometheus:{target}"));
+    assert_eq!(value(&datasource, "type"), "prometheus");
+    let uid = value(&datasource, "uid");
+
+    // The dashboard provider reads the folder the dashboards are mounted at.
+    let provider = read("deploy/grafana/provisioning/dashboards/outbox.yml");
+    assert_eq!(value(&provider, "path"), dashboards);
+    let env = environment(config, "grafana");
+    assert_eq!(
+        env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"],
+        format!("{dashboards}/outbox.json")
+    );
+    assert!(
+        env.get("GF_AUTH_ANONYMOUS_ENABLED").map(String::as_str) == Some("true")
+            || env.contains_key("GF_SECURITY_ADMIN_PASSWORD"),
+        "grafana needs anonymous access or known admin credentials"
+    );
+
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/dashboards/outbox.json")).expect("outbox.json is JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    for panel in panels.iter().filter(|p| p["type"] != "row") {
+        assert_eq!(
+            panel["datasource"]["uid"], uid,
+            "panel {} must use the provisioned datasource",
+            panel["title"]
+        );
     }
 }
 
