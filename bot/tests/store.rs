@@ -266,6 +266,33 @@ async fn a_redelivered_update_changes_and_emits_nothing() {
 }
 
 #[tokio::test]
+async fn handled_updates_are_forgotten_after_the_redelivery_window() {
+    let (db, app) = app().await;
+    sqlx::query(
+        "INSERT INTO processed_updates (update_id, chat_id, accepted, processed_at)
+         VALUES (1, $1, true, now() - interval '3 days'), (2, $1, true, now() - interval '1 hour')",
+    )
+    .bind(CHAT)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let forgotten = app
+        .store()
+        .forget_updates_older_than(std::time::Duration::from_secs(48 * 3600))
+        .await
+        .unwrap();
+    assert_eq!(forgotten, 1);
+    assert_eq!(
+        scalar_i64(&db.pool, "SELECT max(update_id) FROM processed_updates").await,
+        2
+    );
+    assert_eq!(
+        scalar_i64(&db.pool, "SELECT count(*) FROM processed_updates").await,
+        1
+    );
+}
+
+#[tokio::test]
 async fn only_one_game_opens_when_a_chat_starts_many_at_once() {
     let (db, app) = app().await;
     let tasks: Vec<_> = (1..=8)

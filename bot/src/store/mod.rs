@@ -261,6 +261,17 @@ impl Store {
         })))
     }
 
+    /// Forgets updates handled longer ago than `age`. Telegram keeps an undelivered update for
+    /// 24 hours, so older ones can never come back; and after a week without updates Telegram
+    /// may restart update ids at a random value, which must not hit a remembered id.
+    pub async fn forget_updates_older_than(&self, age: Duration) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM processed_updates WHERE processed_at < now() - $1::interval")
+            .bind(format!("{} seconds", age.as_secs()))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// The chat's latest game (the open one, or else the last finished one).
     pub async fn latest_game(&self, chat_id: i64) -> Result<Option<Game>, StoreError> {
         let mut conn = self.pool.acquire().await?;

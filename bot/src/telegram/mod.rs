@@ -100,6 +100,7 @@ pub async fn run(args: TelegramArgs) -> anyhow::Result<()> {
     if let Err(e) = bot.set_my_commands(commands).await {
         tracing::warn!(error = %e, "could not publish the command list; commands still work");
     }
+    tokio::spawn(forget_old_updates(store.clone()));
     let shared = Shared {
         app: App::new(store).with_bot_username(username.clone()),
         username,
@@ -127,6 +128,20 @@ pub async fn run(args: TelegramArgs) -> anyhow::Result<()> {
     dispatcher.dispatch().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long a handled update is remembered for redelivery checks: Telegram's 24 hours, doubled.
+const REMEMBER_UPDATES: Duration = Duration::from_secs(48 * 3600);
+
+async fn forget_old_updates(store: Store) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        match store.forget_updates_older_than(REMEMBER_UPDATES).await {
+            Ok(n) => tracing::debug!(forgotten = n, "pruned processed updates"),
+            Err(e) => tracing::warn!(error = %e, "could not prune processed updates"),
+        }
+    }
 }
 
 #[cfg(test)]
