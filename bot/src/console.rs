@@ -22,7 +22,8 @@ pub struct ConsoleArgs {
         long,
         env = "DATABASE_URL",
         default_value = "postgres://postgres:postgres@localhost:5432/bot_game_test",
-        hide_default_value = true
+        hide_default_value = true,
+        hide_env_values = true
     )]
     pub database_url: String,
     /// The group chat id the console plays in (a game per chat, as in Telegram).

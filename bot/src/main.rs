@@ -23,14 +23,14 @@ enum Command {
     /// Apply the SQL migrations in migrations/ (a second run is a no-op).
     Migrate {
         /// PostgreSQL connection URL.
-        #[arg(long, env = "DATABASE_URL")]
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
     },
     /// Rebuild a game from its first snapshot and audited commands, and check it against
     /// every later snapshot and the stored state.
     Replay {
         /// PostgreSQL connection URL.
-        #[arg(long, env = "DATABASE_URL")]
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
         /// The game's id (games.id).
         game_id: Uuid,

@@ -389,3 +389,22 @@ fn without_a_token_the_bot_stops_with_one_clear_line() {
         );
     }
 }
+
+#[test]
+fn help_never_prints_the_token_or_the_database_password() {
+    for sub in ["run", "console", "migrate"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_bot"))
+            .args([sub, "--help"])
+            .env("TELEGRAM_BOT_TOKEN", "123:s3cret-token")
+            .env("DATABASE_URL", "postgres://u:s3cret-pw@db/x")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let help = String::from_utf8(out.stdout).unwrap();
+        assert!(help.contains("DATABASE_URL"), "{help}");
+        assert!(
+            !help.contains("s3cret"),
+            "bot {sub} --help leaks a secret:\n{help}"
+        );
+    }
+}

@@ -42,7 +42,8 @@ pub struct TelegramArgs {
         long,
         env = "DATABASE_URL",
         default_value = "postgres://postgres:postgres@localhost:5432/bot_game_test",
-        hide_default_value = true
+        hide_default_value = true,
+        hide_env_values = true
     )]
     pub database_url: String,
 }
