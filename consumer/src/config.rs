@@ -86,6 +86,11 @@ pub struct RunConfig {
     #[arg(long, env = "CONSUMER_BATCH_SIZE", default_value_t = 2000,
           value_parser = clap::value_parser!(u32).range(1..=50_000))]
     pub batch_size: u32,
+    /// Transactions a batch is applied in at once, each over its own partitions (and its own
+    /// database connection). Events of one partition are always applied in order.
+    #[arg(long, env = "CONSUMER_APPLY_CONCURRENCY", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub apply_concurrency: u32,
     /// How long a batch waits for more messages after its first one, in milliseconds.
     #[arg(long, env = "CONSUMER_BATCH_LINGER_MS", default_value_t = 20)]
     pub batch_linger_ms: u64,

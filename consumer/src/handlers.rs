@@ -2,9 +2,9 @@
 //!
 //! [`prepare`] turns an envelope into an [`Effect`] without touching the database, so a payload
 //! the handler cannot use is known before the transaction. [`apply_games`] writes the effects
-//! of many events with a constant number of statements.
+//! of many events with two statements.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use outbox::Envelope;
@@ -95,6 +95,7 @@ fn game_finished(payload: &serde_json::Value) -> Result<GameFinished, String> {
     if p.game_id.is_empty() {
         return Err("game_id is empty".into());
     }
+    storable("game_id", &p.game_id)?;
     let mut seen = HashSet::new();
     let mut standings = Vec::new();
     for s in p.standings.unwrap_or_default() {
@@ -102,6 +103,8 @@ fn game_finished(payload: &serde_json::Value) -> Result<GameFinished, String> {
         if player_id.is_empty() {
             return Err("a standing has an empty player_id".into());
         }
+        storable("player_id", &player_id)?;
+        storable("name", &s.name)?;
         if !seen.insert(player_id.clone()) {
             return Err(format!("player {player_id} appears twice in standings"));
         }
@@ -125,6 +128,15 @@ fn game_finished(payload: &serde_json::Value) -> Result<GameFinished, String> {
     })
 }
 
+/// PostgreSQL text cannot hold NUL. Checked here rather than left to the database, because
+/// per-player totals are merged before they are written: a later event's name would hide it.
+fn storable(field: &str, s: &str) -> Result<(), String> {
+    if s.contains('\0') {
+        return Err(format!("{field} contains a NUL character"));
+    }
+    Ok(())
+}
+
 /// A finished game to count, with the event that reported it.
 pub struct FinishedGame<'a> {
     pub event_id: Uuid,
@@ -132,66 +144,82 @@ pub struct FinishedGame<'a> {
     pub game: &'a GameFinished,
 }
 
-/// Counts the games, in one statement: a game already in leaderboard_games is not counted
-/// again, and players are updated only for the games inserted now. Later events win a
-/// player's name, so `games` must be in delivery order.
+/// Counts the games: a game already in leaderboard_games (or twice in `games`) is not counted
+/// again, and players are updated only for the games inserted now. `games` must be in delivery
+/// order, since later events win a player's name.
 pub async fn apply_games(conn: &mut PgConnection, games: &[FinishedGame<'_>]) -> Result<(), sqlx::Error> {
     if games.is_empty() {
         return Ok(());
     }
-    let mut g_ids = Vec::with_capacity(games.len());
-    let mut g_chats = Vec::with_capacity(games.len());
-    let mut g_winners = Vec::with_capacity(games.len());
-    let mut g_players = Vec::with_capacity(games.len());
-    let mut g_at = Vec::with_capacity(games.len());
-    let mut g_events = Vec::with_capacity(games.len());
-    let (mut s_games, mut s_players, mut s_names, mut s_seq) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut ids = Vec::with_capacity(games.len());
+    let mut chats = Vec::with_capacity(games.len());
+    let mut winners = Vec::with_capacity(games.len());
+    let mut players = Vec::with_capacity(games.len());
+    let mut finished = Vec::with_capacity(games.len());
+    let mut events = Vec::with_capacity(games.len());
     for g in games {
-        g_ids.push(g.game.game_id.as_str());
-        g_chats.push(g.game.chat_id);
-        g_winners.push(g.game.winner_id.as_deref());
-        g_players.push(g.game.standings.len() as i32);
-        g_at.push(g.finished_at);
-        g_events.push(g.event_id);
+        ids.push(g.game.game_id.as_str());
+        chats.push(g.game.chat_id);
+        winners.push(g.game.winner_id.as_deref());
+        players.push(g.game.standings.len() as i32);
+        finished.push(g.finished_at);
+        events.push(g.event_id);
+    }
+    let mut new: HashSet<String> = sqlx::query_scalar(
+        "INSERT INTO leaderboard_games (game_id, chat_id, winner_id, players, finished_at, event_id)
+         SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::int4[], $5::timestamptz[], $6::uuid[])
+         ON CONFLICT (game_id) DO NOTHING
+         RETURNING game_id",
+    )
+    .bind(&ids)
+    .bind(&chats)
+    .bind(&winners)
+    .bind(&players)
+    .bind(&finished)
+    .bind(&events)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+
+    // Per player totals of the new games. Sorted by player id, so that concurrent consumers
+    // (during a rebalance) lock player rows in the same order and cannot deadlock.
+    let mut totals: BTreeMap<&str, (&str, i32, i32)> = BTreeMap::new();
+    for g in games {
+        // `remove`: only the first report of a game in the batch counts.
+        if !new.remove(&g.game.game_id) {
+            continue;
+        }
         for s in &g.game.standings {
-            s_games.push(g.game.game_id.as_str());
-            s_players.push(s.player_id.as_str());
-            s_names.push(s.name.as_str());
-            s_seq.push(s_seq.len() as i32);
+            let t = totals.entry(&s.player_id).or_insert((&s.name, 0, 0));
+            t.0 = &s.name;
+            t.1 += 1;
+            t.2 += i32::from(g.game.winner_id.as_ref() == Some(&s.player_id));
         }
     }
+    if totals.is_empty() {
+        return Ok(());
+    }
+    let (mut ids, mut names, mut played, mut wins) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (id, (name, g, w)) in totals {
+        ids.push(id);
+        names.push(name);
+        played.push(g);
+        wins.push(w);
+    }
     sqlx::query(
-        "WITH games AS (
-             INSERT INTO leaderboard_games (game_id, chat_id, winner_id, players, finished_at, event_id)
-             SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::int4[], $5::timestamptz[], $6::uuid[])
-             ON CONFLICT (game_id) DO NOTHING
-             RETURNING game_id, winner_id
-         ), standings AS (
-             SELECT s.player_id, s.name, s.seq, s.player_id = g.winner_id AS won
-             FROM UNNEST($7::text[], $8::text[], $9::text[], $10::int4[]) AS s(game_id, player_id, name, seq)
-             JOIN games g USING (game_id)
-         )
-         INSERT INTO leaderboard_players AS p (player_id, name, games_played, wins)
-         SELECT player_id, (array_agg(name ORDER BY seq DESC))[1], count(*), count(*) FILTER (WHERE won)
-         FROM standings
-         GROUP BY player_id
+        "INSERT INTO leaderboard_players AS p (player_id, name, games_played, wins)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::int4[])
          ON CONFLICT (player_id) DO UPDATE SET
              name = EXCLUDED.name,
              games_played = p.games_played + EXCLUDED.games_played,
              wins = p.wins + EXCLUDED.wins,
              updated_at = now()",
     )
-    .bind(&g_ids)
-    .bind(&g_chats)
-    .bind(&g_winners)
-    .bind(&g_players)
-    .bind(&g_at)
-    .bind(&g_events)
-    .bind(&s_games)
-    .bind(&s_players)
-    .bind(&s_names)
-    .bind(&s_seq)
+    .bind(&ids)
+    .bind(&names)
+    .bind(&played)
+    .bind(&wins)
     .execute(conn)
     .await?;
     Ok(())
@@ -262,6 +290,8 @@ mod tests {
         let stranger = json!({"game_id": "g", "chat_id": 1, "winner_id": "9",
             "standings": [{"player_id": 1, "name": "a"}]});
         assert!(reason(stranger).contains("winner 9 is not in standings"));
+        let nul = json!({"game_id": "g", "chat_id": 1, "standings": [{"player_id": 1, "name": "a\u{0}"}]});
+        assert!(reason(nul).contains("name contains a NUL character"));
     }
 
     #[test]

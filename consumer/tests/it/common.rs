@@ -31,6 +31,7 @@ pub fn config(database_url: &str, topic: &str, group: &str) -> RunConfig {
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
         max_attempts: 3,
         batch_size: 500,
+        apply_concurrency: 2,
         batch_linger_ms: 20,
         metrics_log_secs: 1,
     }

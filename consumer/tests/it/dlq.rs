@@ -24,13 +24,22 @@ fn dlq_header(r: &KcatRecord, name: &str) -> Option<String> {
 async fn poison_messages_land_in_the_dlq_with_headers_and_the_consumer_keeps_going() {
     let db = TestDb::new().await.unwrap();
     let topic = testkit::create_topic("poison", 1).await.unwrap();
+    // The database rejects games of chat 4242 on every attempt (a handler's permanent error).
+    sqlx::query("ALTER TABLE leaderboard_games ADD CONSTRAINT no_chat_4242 CHECK (chat_id <> 4242)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let invalid_payload = envelope(
         "game.finished",
         "g-bad",
         json!({"game_id": "g-bad", "chat_id": 1, "standings": "oops"}),
     );
-    // PostgreSQL text cannot hold NUL: the database rejects this one on every attempt.
-    let rejected = game_finished("g-nul", &[("p1", "Ann\u{0}")]);
+    let nul_name = game_finished("g-nul", &[("p1", "Ann\u{0}")]);
+    let rejected = envelope(
+        "game.finished",
+        "g-4242",
+        json!({"game_id": "g-4242", "chat_id": 4242}),
+    );
     let good = game_finished("g-good", &[("p1", "Ann"), ("p2", "Bob")]);
     let records: Vec<Record> = vec![
         ("k".into(), "not json".into()),
@@ -39,25 +48,31 @@ async fn poison_messages_land_in_the_dlq_with_headers_and_the_consumer_keeps_goi
             json!({"event_type": "game.finished", "payload": {}}).to_string(),
         ),
         record(&invalid_payload),
+        record(&nul_name),
         record(&rejected),
         record(&good),
     ];
     kcat_produce(&topic, &records).unwrap();
 
     let c = Running::start(config(&db.url, &topic, "poison")).await.unwrap();
-    c.wait_handled(5, T).await.unwrap();
+    c.wait_handled(6, T).await.unwrap();
     let totals = c.metrics.totals();
     c.stop().await;
-    // max_attempts is 3: two retries of the rejected event.
-    assert_eq!((totals.ok, totals.dlq, totals.retried), (1, 4, 2), "{totals:?}");
+    // max_attempts is 3: two retries of the rejected event; a retry cannot fix the others.
+    assert_eq!((totals.ok, totals.dlq, totals.retried), (1, 5, 2), "{totals:?}");
 
     let dlq = testkit::kcat_read_all(&format!("{topic}.dlq")).unwrap();
-    assert_eq!(dlq.len(), 4, "{dlq:#?}");
+    assert_eq!(dlq.len(), 5, "{dlq:#?}");
     let expected = [
         (0, "1", "value is not JSON"),
         (1, "1", "missing field `id`"),
         (2, "1", "invalid game.finished payload: invalid type"),
-        (3, "3", "invalid byte sequence for encoding \"UTF8\": 0x00"),
+        (
+            3,
+            "1",
+            "invalid game.finished payload: name contains a NUL character",
+        ),
+        (4, "3", "violates check constraint \"no_chat_4242\""),
     ];
     for (r, (offset, attempts, error)) in dlq.iter().zip(expected) {
         assert_eq!(
@@ -91,7 +106,8 @@ async fn poison_messages_land_in_the_dlq_with_headers_and_the_consumer_keeps_goi
         dlq_header(&dlq[2], "dlq.event.id"),
         Some(invalid_payload.id.to_string())
     );
-    assert_eq!(dlq_header(&dlq[3], "dlq.event.id"), Some(rejected.id.to_string()));
+    assert_eq!(dlq_header(&dlq[3], "dlq.event.id"), Some(nul_name.id.to_string()));
+    assert_eq!(dlq_header(&dlq[4], "dlq.event.id"), Some(rejected.id.to_string()));
     // The good event behind the poison was applied, the rejected one left nothing behind.
     assert_eq!(
         leaderboard(&db.pool).await,
