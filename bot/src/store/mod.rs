@@ -295,11 +295,13 @@ struct Latest {
 }
 
 async fn latest(conn: &mut PgConnection, chat_id: i64, lock: bool) -> Result<Option<Latest>, StoreError> {
-    // At most one game per chat is open and it is the newest, so the newest row is the one.
+    // The open game if there is one (at most one, by the partial unique index), else the newest.
     let sql = if lock {
-        "SELECT state, version FROM games WHERE chat_id = $1 ORDER BY created_at DESC LIMIT 1 FOR UPDATE"
+        "SELECT state, version FROM games WHERE chat_id = $1
+         ORDER BY phase <> 'finished' DESC, created_at DESC LIMIT 1 FOR UPDATE"
     } else {
-        "SELECT state, version FROM games WHERE chat_id = $1 ORDER BY created_at DESC LIMIT 1"
+        "SELECT state, version FROM games WHERE chat_id = $1
+         ORDER BY phase <> 'finished' DESC, created_at DESC LIMIT 1"
     };
     let row: Option<(serde_json::Value, i32)> = sqlx::query_as(sql)
         .bind(chat_id)
