@@ -216,7 +216,9 @@ pub async fn ensure_topic(args: &KafkaArgs) -> anyhow::Result<()> {
     let results = admin
         .create_topics(
             &[NewTopic::new(&dlq, 1, TopicReplication::Fixed(-1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            &AdminOptions::new()
+                .operation_timeout(Some(Duration::from_secs(10)))
+                .request_timeout(Some(Duration::from_secs(10))),
         )
         .await
         .with_context(|| {
