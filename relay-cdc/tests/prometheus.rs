@@ -540,6 +540,11 @@ async fn prometheus_scrapes_lag_throughput_latency_and_consumer_results() {
         ),
         "consumer results by kind"
     );
+    // Consumer lag comes from librdkafka's statistics (every 5 s): once they report, every
+    // assigned partition is drained.
+    let consumer_lag = prom
+        .wait_value("sum(outbox_consumer_lag_messages)", |v| v == 0.0)
+        .await;
     let processing_p99 = prom
         .value(&quantile("0.99", "outbox_consumer_processing_seconds"))
         .await;
@@ -550,7 +555,7 @@ async fn prometheus_scrapes_lag_throughput_latency_and_consumer_results() {
     eprintln!(
         "observed: published {n}, publish rate {rate:.2}/s over {WINDOW} (peak {peak:.1}/s), lag bytes {lag_bytes}, \
          lag seconds {lag_seconds} (max {max_lag_seconds}), commit->ack p50 {p50:.4} s p99 {p99:.4} s, \
-         consumer {results:?}, processing p99 {processing_p99:.4} s"
+         consumer {results:?}, consumer lag {consumer_lag}, processing p99 {processing_p99:.4} s"
     );
 
     // promtool lints both endpoints as they are after real traffic (histograms filled).
