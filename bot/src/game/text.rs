@@ -138,7 +138,8 @@ pub fn final_standings(g: &Game) -> String {
     } else if g.ended_early {
         format!("🏁 The chair ended the game in round {}.", g.round)
     } else {
-        format!("🏁 Game over after {} rounds!", g.round)
+        let plural = if g.round == 1 { "" } else { "s" };
+        format!("🏁 Game over after {} round{plural}!", g.round)
     };
     let rows: Vec<String> = g
         .standings
