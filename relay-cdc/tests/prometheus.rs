@@ -90,7 +90,8 @@ fn relay_metrics_addr(log: &str) -> Option<String> {
     )
 }
 
-/// A child process killed (SIGKILL) when dropped, whose log is printed if the test failed.
+/// A child process killed (SIGKILL) when dropped; its log is printed if the test failed and
+/// removed otherwise.
 struct Proc {
     name: &'static str,
     child: Child,
@@ -116,6 +117,8 @@ impl Drop for Proc {
         if std::thread::panicking() {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             eprintln!("--- {} log {} ---\n{log}", self.name, self.log.display());
+        } else {
+            let _ = std::fs::remove_file(&self.log);
         }
     }
 }
@@ -149,7 +152,7 @@ fn start_consumer(f: &Fixture, port: u16) -> Proc {
 struct Prometheus {
     addr: String,
     dir: PathBuf,
-    _proc: Proc,
+    proc: Option<Proc>,
 }
 
 impl Prometheus {
@@ -186,7 +189,7 @@ impl Prometheus {
         Self {
             addr,
             dir,
-            _proc: proc,
+            proc: Some(proc),
         }
     }
 
@@ -246,8 +249,8 @@ impl Prometheus {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        // `_proc` is dropped (killed) after this; its storage goes with the folder, but keep
-        // the folder when the test failed so its log can be read.
+        // Stop it before its storage goes; keep the folder when the test failed.
+        drop(self.proc.take());
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
