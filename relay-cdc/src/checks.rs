@@ -38,6 +38,22 @@ pub enum CheckError {
         database: String,
         current: String,
     },
+    #[error(
+        "column outbox_events.processing_since does not exist (the poll mode's claim timestamp): run `relay-cdc migrate`"
+    )]
+    NoProcessingSince,
+    #[error("role {role} may not {privilege} {table}: GRANT {privilege} ON {table} TO {role}")]
+    TablePrivilege {
+        role: String,
+        privilege: &'static str,
+        table: &'static str,
+    },
+    #[error(
+        "cannot create index {}: {error}: create it once as the owner of outbox_events: {}",
+        crate::poll::POLL_INDEX,
+        crate::poll::POLL_INDEX_DDL
+    )]
+    PollIndex { error: String },
     #[error("password authentication failed for user {0}: fix the password in DATABASE_URL")]
     Password(String),
     #[error("cannot connect to PostgreSQL: {0}")]
@@ -65,18 +81,13 @@ pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool,
         )
 }
 
-/// Runs every check against the database the relay will stream from.
+/// Runs every check against the database the relay will stream from (`--source cdc`).
 pub async fn run(pool: &PgPool, publication: &str, slot: &str) -> Result<(), CheckError> {
     let wal_level: String = sqlx::query_scalar("SHOW wal_level").fetch_one(pool).await?;
     if wal_level != "logical" {
         return Err(CheckError::WalLevel(wal_level));
     }
-    let table: bool = sqlx::query_scalar("SELECT to_regclass('outbox_events') IS NOT NULL")
-        .fetch_one(pool)
-        .await?;
-    if !table {
-        return Err(CheckError::NoOutboxTable);
-    }
+    outbox_table(pool).await?;
     let pubinsert: Option<bool> =
         sqlx::query_scalar("SELECT pubinsert FROM pg_publication WHERE pubname = $1")
             .bind(publication)
@@ -129,6 +140,74 @@ pub async fn run(pool: &PgPool, publication: &str, slot: &str) -> Result<(), Che
                 current,
             });
         }
+    }
+    warn_if_poll_index(pool).await?;
+    Ok(())
+}
+
+/// The checks of `--source poll`: the schema and the privileges a poller uses. Nothing about
+/// replication (wal_level, REPLICATION, publication, slot): the poll mode exists for databases
+/// that allow none of it.
+pub async fn run_poll(pool: &PgPool) -> Result<(), CheckError> {
+    outbox_table(pool).await?;
+    let column: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute
+                         WHERE attrelid = 'outbox_events'::regclass AND attname = 'processing_since'
+                           AND NOT attisdropped)",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !column {
+        return Err(CheckError::NoProcessingSince);
+    }
+    // One privilege per call: has_table_privilege is true if ANY of a listed set is held.
+    for (table, privilege) in [
+        ("outbox_events", "SELECT"),
+        ("outbox_events", "UPDATE"),
+        ("outbox_parked_aggregates", "SELECT"),
+        ("outbox_parked_aggregates", "INSERT"),
+    ] {
+        let (role, ok): (String, bool) =
+            sqlx::query_as("SELECT current_user::text, has_table_privilege($1, $2)")
+                .bind(table)
+                .bind(privilege)
+                .fetch_one(pool)
+                .await?;
+        if !ok {
+            return Err(CheckError::TablePrivilege {
+                role,
+                privilege,
+                table,
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn outbox_table(pool: &PgPool) -> Result<(), CheckError> {
+    let table: bool = sqlx::query_scalar("SELECT to_regclass('outbox_events') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    if !table {
+        return Err(CheckError::NoOutboxTable);
+    }
+    Ok(())
+}
+
+/// The poll mode's index, left behind by an earlier `--source poll`, costs the CDC relay: its
+/// predicate covers `status`, so every mark-sent becomes a non-HOT update. Say so, once.
+async fn warn_if_poll_index(pool: &PgPool) -> Result<(), CheckError> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(crate::poll::POLL_INDEX)
+        .fetch_one(pool)
+        .await?;
+    if exists {
+        tracing::warn!(
+            index = crate::poll::POLL_INDEX,
+            "the poll mode's index exists: marking rows sent is not a HOT update while it does; \
+             DROP INDEX CONCURRENTLY {} if no poller runs any more",
+            crate::poll::POLL_INDEX
+        );
     }
     Ok(())
 }

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use relay_cdc::checks::CheckError;
 use relay_cdc::metrics::Metrics;
+use relay_cdc::poll::{self, PollConfig};
 use relay_cdc::producer::{self, ProducerConfig, Routes};
 use relay_cdc::relay::{self, RelayConfig};
 use relay_cdc::{ops, replication};
@@ -26,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Stream the outbox to Kafka (leads the slot, or stands by while another relay leads).
+    /// Publish the outbox to Kafka (leads the slot, or stands by while another relay leads);
+    /// `--source poll` polls the table where logical replication is not allowed.
     Run(RunArgs),
     /// Apply the SQL migrations in migrations/ (a second run is a no-op).
     Migrate(DbArgs),
@@ -50,7 +52,7 @@ enum SlotCommand {
 
 #[derive(Args)]
 struct DbArgs {
-    /// PostgreSQL connection URL (the role needs REPLICATION for `run`).
+    /// PostgreSQL connection URL (the role needs REPLICATION for `run --source cdc`).
     #[arg(long, env = "DATABASE_URL")]
     database_url: String,
 }
@@ -95,12 +97,36 @@ impl KafkaArgs {
     }
 }
 
+/// Where `run` reads the outbox from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Source {
+    /// The WAL, through a logical replication slot (wal_level=logical, a REPLICATION role).
+    Cdc,
+    /// The table: claim `new` rows, publish, mark `sent` (for databases without logical
+    /// replication; costs queries while idle and a non-HOT update per row).
+    Poll,
+}
+
 #[derive(Args)]
 struct RunArgs {
     #[command(flatten)]
     slot: SlotArgs,
     #[command(flatten)]
     kafka: KafkaArgs,
+    /// Where events come from. With `poll`, the slot name only names the leader lock (shared
+    /// with a CDC relay of that name, so the two never run at once).
+    #[arg(long, env = "RELAY_SOURCE", value_enum, default_value_t = Source::Cdc)]
+    source: Source,
+    /// Poll mode: rows claimed, published and marked per round.
+    #[arg(long, env = "RELAY_POLL_BATCH", default_value_t = 1000)]
+    poll_batch: usize,
+    /// Poll mode: pause after a round that found nothing to publish.
+    #[arg(long, env = "RELAY_POLL_INTERVAL_MS", default_value_t = 500)]
+    poll_interval_ms: u64,
+    /// Poll mode: a `processing` row claimed longer ago than this was left by a dead poller and
+    /// is claimed again (later events of its aggregate wait until then).
+    #[arg(long, env = "RELAY_POLL_STALE_SECS", default_value_t = 30)]
+    poll_stale_secs: u64,
     /// Publication the slot streams.
     #[arg(long, env = "RELAY_PUBLICATION", default_value = "outbox_pub")]
     publication: String,
@@ -167,6 +193,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!("signal received: draining and stopping");
         let _ = stop_tx.send(true);
     });
+    if args.source == Source::Poll {
+        let cfg = PollConfig {
+            database_url: args.slot.db.database_url,
+            slot: args.slot.slot_name,
+            producer: args.kafka.producer(),
+            batch: args.poll_batch.max(1),
+            interval: Duration::from_millis(args.poll_interval_ms),
+            stale: Duration::from_secs(args.poll_stale_secs.max(1)),
+        };
+        return poll::run(cfg, metrics, ready, stop_rx).await;
+    }
     let cfg = RelayConfig {
         database_url: args.slot.db.database_url,
         slot: args.slot.slot_name,
