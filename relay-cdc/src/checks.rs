@@ -49,7 +49,7 @@ pub enum CheckError {
         table: &'static str,
     },
     #[error(
-        "cannot create index {}: {error}: create it once as the owner of outbox_events: {}",
+        "cannot create index {}: {error}: the role must own outbox_events and have CREATE on its schema, or create the index once as such a role: {}",
         crate::poll::POLL_INDEX,
         crate::poll::POLL_INDEX_DDL
     )]

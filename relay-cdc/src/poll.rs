@@ -67,6 +67,7 @@ pub async fn run(
     let pool = checks::connect(&cfg.database_url, 4).await?;
     checks::run_poll(&pool).await?;
     ensure_index(&pool).await?;
+    warn_if_slot(&pool, &cfg.slot).await?;
     tokio::spawn(relay::sample_rows_not_sent(pool.clone(), metrics.clone()));
     let mut backoff = Backoff::default();
     loop {
@@ -151,6 +152,25 @@ async fn ensure_index(pool: &PgPool) -> Result<(), CheckError> {
         took_ms = started.elapsed().as_millis() as u64,
         "poll index created; {cost}"
     );
+    Ok(())
+}
+
+/// An idle CDC slot of this name, left from before the switch to polling, pins WAL while nothing
+/// reads it: say so (dropping it is the operator's call).
+async fn warn_if_slot(pool: &PgPool, slot: &str) -> Result<(), CheckError> {
+    let active: Option<bool> =
+        sqlx::query_scalar("SELECT active FROM pg_replication_slots WHERE slot_name = $1")
+            .bind(slot)
+            .fetch_optional(pool)
+            .await?;
+    // An active slot has a CDC relay streaming it: this poller stands by behind its lock.
+    if active == Some(false) {
+        tracing::warn!(
+            slot,
+            "replication slot {slot} exists and pins WAL while only a poller runs: \
+             `relay-cdc slot drop --slot-name {slot}` if you no longer use the CDC source"
+        );
+    }
     Ok(())
 }
 
@@ -302,6 +322,9 @@ struct Poller {
     stale: Duration,
     /// Head window of the next claim; grows while rows held by a dead poller fill it.
     scan: usize,
+    /// Age of the oldest unsent row at the last claim, and when: the lag keeps growing from
+    /// there while a batch waits for Kafka.
+    lag_at_claim: (f64, Instant),
     next_token: Token,
 }
 
@@ -340,6 +363,7 @@ async fn lead(
         batch: cfg.batch,
         stale: cfg.stale,
         scan: cfg.batch * 2,
+        lag_at_claim: (0.0, Instant::now()),
         next_token: 0,
     };
     tracing::info!(
@@ -409,7 +433,8 @@ impl Poller {
             .fetch_one(pool)
             .await
             .context("reading the outbox head")?;
-        self.metrics.lag_seconds.set(oldest_age.unwrap_or(0.0).max(0.0));
+        self.lag_at_claim = (oldest_age.unwrap_or(0.0).max(0.0), Instant::now());
+        self.metrics.lag_seconds.set(self.lag_at_claim.0);
         self.scan = if held_rows == 0 {
             self.batch * 2
         } else if ids.len() < self.batch && head_len as usize >= self.scan {
@@ -582,6 +607,7 @@ impl Poller {
         // the rows never look abandoned.
         let beat = (self.stale / 3).max(Duration::from_secs(1));
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
+        let mut lag_tick = tokio::time::interval(Duration::from_secs(1));
         let mut deadline = stopping.then(|| tokio::time::Instant::now() + DRAIN_TIMEOUT);
         while !pending.is_empty() {
             let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
@@ -592,6 +618,10 @@ impl Poller {
                     self.metrics.in_flight.set(pending.len() as i64);
                 }
                 _ = heartbeat.tick() => self.heartbeat(pool, held).await,
+                _ = lag_tick.tick() => {
+                    let (age, at) = self.lag_at_claim;
+                    self.metrics.lag_seconds.set(age + at.elapsed().as_secs_f64());
+                }
                 _ = shutdown.changed(), if !*stopping => {
                     *stopping = true;
                     deadline = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);

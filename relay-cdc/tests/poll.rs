@@ -419,6 +419,17 @@ async fn row_left_processing_by_a_dead_poller_is_reclaimed_after_stale_secs() {
         "new",
         "agg-a's next event waits behind the held one"
     );
+    // The lag is the age of the oldest unsent row: the held one.
+    let addr = metrics_addr(&relay.log_text()).expect("metrics address in the log");
+    wait_until(Duration::from_secs(10), "lag of the held row", || async {
+        let lag = metric(
+            &http_get(&addr, "/metrics").await.1,
+            "outbox_relay_replication_lag_seconds",
+        );
+        Ok((1.0..30.0).contains(&lag))
+    })
+    .await
+    .unwrap();
     wait_until(Duration::from_secs(30), "agg-a reclaimed and sent", || async {
         Ok(f.count("sent").await == 3)
     })
