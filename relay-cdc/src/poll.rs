@@ -140,6 +140,10 @@ async fn ensure_index(pool: &PgPool) -> Result<(), CheckError> {
         }
         None => {}
     }
+    tracing::info!(
+        index = POLL_INDEX,
+        "creating the poll index concurrently (waits for transactions running on outbox_events)"
+    );
     let started = Instant::now();
     sqlx::raw_sql(POLL_INDEX_DDL)
         .execute(pool)

@@ -388,6 +388,43 @@ async fn kill_9_six_times_during_20k_events_loses_nothing_and_keeps_order() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn kafka_down_mid_run_loses_nothing_and_the_waiting_batch_never_goes_stale() {
+    let svc = PrivateServices::new();
+    svc.services("kafka-up");
+    let f = Fixture::on(&outbox::testkit::database_url(), &svc.kafka_bootstrap(), 3, &[]).await;
+    let relay = poller(&f, &["--poll-stale-secs", "3"]);
+    let writer = spawn_writer(f.db.pool.clone(), 150, 20, 10, Duration::from_millis(100));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    svc.services("kafka-down");
+    // The batch in flight waits for Kafka; its claim is refreshed, never older than the stale
+    // time, so no poller would take it for a dead one.
+    let mut waiting = 0;
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (processing, old): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE processing_since < now() - interval '3 seconds')
+               FROM outbox_events WHERE status = 'processing'",
+        )
+        .fetch_one(&f.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(old, 0, "a live poller's claim went stale");
+        waiting = waiting.max(processing);
+    }
+    assert!(waiting > 0, "a batch was waiting for Kafka");
+    svc.services("kafka-up");
+    writer.await.unwrap();
+    f.wait_all_sent(Duration::from_secs(120)).await;
+    let rows = f.row_ids().await;
+    assert_eq!(rows.len(), 3000);
+    f.wait_records(rows.len()).await;
+    let duplicates = assert_delivered(&f, &rows);
+    assert!(relay.log_text().contains("claim refreshed"));
+    println!("poll: Kafka down 12 s: 3000 events, {duplicates} duplicates, up to {waiting} rows waited");
+    drop(relay);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn row_left_processing_by_a_dead_poller_is_reclaimed_after_stale_secs() {
     let f = Fixture::new(2).await;
     // A dead poller's claim on agg-a's first event, just now; agg-a's next event waits behind
