@@ -112,6 +112,7 @@ impl Backoff {
 
 /// One leadership term: connect Kafka, make sure the slot exists (publishing the backlog of a new
 /// slot), then stream until shutdown or an error.
+#[tracing::instrument(name = "lead", skip_all, fields(slot = %cfg.slot))]
 async fn lead(
     cfg: &RelayConfig,
     pool: &PgPool,
@@ -694,10 +695,10 @@ impl Pipeline {
         let waited = self
             .first_unmarked
             .is_some_and(|t| t.elapsed() >= self.mark_interval);
-        if self.to_mark.0.len() >= self.mark_batch
-            || (due && waited)
-            || (due && self.ack.events_in_flight() == self.to_mark.0.len() && !self.to_mark.0.is_empty())
-        {
+        let full = self.to_mark.0.len() >= self.mark_batch;
+        // Every outstanding event is delivered and only awaits the mark: no reason to wait.
+        let all_delivered = !self.to_mark.0.is_empty() && self.ack.events_in_flight() == self.to_mark.0.len();
+        if full || (due && (waited || all_delivered)) {
             let (ids, txns) = std::mem::take(&mut self.to_mark);
             self.first_unmarked = None;
             self.marks.send(MarkRequest::Sent { ids, txns }).await?;
