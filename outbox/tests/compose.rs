@@ -1029,3 +1029,39 @@ fn yaml_reader_reads_what_docker_compose_prints() {
         BTreeSet::from(["X".into(), "Y_2".into(), "W".into()])
     );
 }
+
+/// Every environment variable a binary reads (clap's `[env: NAME]` in `--help`) is listed in
+/// `.env.example`, so the file stays the complete list of settings. The binaries are the ones
+/// `scripts/test` builds before running the tests.
+#[test]
+fn env_example_lists_every_setting_the_binaries_accept() {
+    let listed: BTreeSet<String> = env_example().into_iter().map(|(n, _)| n).collect();
+    let bin_dir = root().join("target/debug");
+    let commands: &[(&str, &[&str])] = &[
+        ("relay-cdc", &["run", "status", "republish", "migrate"]),
+        ("consumer", &["run", "redrive", "migrate"]),
+        ("bot", &["run", "console", "migrate"]),
+    ];
+    let mut missing = BTreeSet::new();
+    for (bin, subcommands) in commands {
+        let path = bin_dir.join(bin);
+        assert!(
+            path.exists(),
+            "{} is missing: build the workspace first (scripts/test does: cargo build --workspace)",
+            path.display()
+        );
+        for sub in *subcommands {
+            let out = Command::new(&path).args([sub, "--help"]).output().unwrap();
+            assert!(out.status.success(), "{bin} {sub} --help failed");
+            let help = String::from_utf8_lossy(&out.stdout);
+            for part in help.split("[env: ").skip(1) {
+                let name: String =
+                    part.chars().take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_').collect();
+                if !listed.contains(&name) {
+                    missing.insert(format!("{name} ({bin} {sub})"));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "settings missing from .env.example: {missing:?}");
+}
