@@ -7,8 +7,10 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use outbox::Envelope;
+use std::fmt;
+
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -45,20 +47,32 @@ pub struct PayloadError {
     pub reason: String,
 }
 
-/// Player ids are Telegram user ids (numbers) or strings; both are stored as text.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum PlayerId {
-    Text(String),
-    Number(i64),
-}
+/// Player ids are Telegram user ids (numbers) or strings; both are stored as text. A visitor
+/// rather than an untagged enum: that one buffers the value and builds an error per number.
+struct PlayerId(String);
 
-impl PlayerId {
-    fn into_string(self) -> String {
-        match self {
-            PlayerId::Text(s) => s,
-            PlayerId::Number(n) => n.to_string(),
+impl<'de> Deserialize<'de> for PlayerId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Id;
+        impl Visitor<'_> for Id {
+            type Value = PlayerId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a player id (string or integer)")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<PlayerId, E> {
+                Ok(PlayerId(s.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<PlayerId, E> {
+                Ok(PlayerId(s))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<PlayerId, E> {
+                Ok(PlayerId(n.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<PlayerId, E> {
+                Ok(PlayerId(n.to_string()))
+            }
         }
+        d.deserialize_any(Id)
     }
 }
 
@@ -78,19 +92,21 @@ struct StandingPayload {
     name: String,
 }
 
-pub fn prepare(e: &Envelope) -> Result<Effect, PayloadError> {
-    match e.event_type.as_str() {
-        GAME_FINISHED => game_finished(&e.payload)
+/// The effect of an event of `event_type`. Takes the payload by value: deserializing moves its
+/// strings instead of copying them.
+pub fn prepare(event_type: &str, payload: serde_json::Value) -> Result<Effect, PayloadError> {
+    match event_type {
+        GAME_FINISHED => game_finished(payload)
             .map(Effect::GameFinished)
             .map_err(|reason| PayloadError {
-                event_type: e.event_type.clone(),
+                event_type: event_type.to_string(),
                 reason,
             }),
         _ => Ok(Effect::Skip),
     }
 }
 
-fn game_finished(payload: &serde_json::Value) -> Result<GameFinished, String> {
+fn game_finished(payload: serde_json::Value) -> Result<GameFinished, String> {
     let p = GameFinishedPayload::deserialize(payload).map_err(|e| e.to_string())?;
     if p.game_id.is_empty() {
         return Err("game_id is empty".into());
@@ -99,7 +115,7 @@ fn game_finished(payload: &serde_json::Value) -> Result<GameFinished, String> {
     let mut seen = HashSet::new();
     let mut standings = Vec::new();
     for s in p.standings.unwrap_or_default() {
-        let player_id = s.player_id.into_string();
+        let PlayerId(player_id) = s.player_id;
         if player_id.is_empty() {
             return Err("a standing has an empty player_id".into());
         }
@@ -113,7 +129,7 @@ fn game_finished(payload: &serde_json::Value) -> Result<GameFinished, String> {
             name: s.name,
         });
     }
-    let winner_id = p.winner_id.map(PlayerId::into_string);
+    let winner_id = p.winner_id.map(|PlayerId(w)| w);
     if let Some(w) = winner_id
         .as_ref()
         .filter(|w| !standings.is_empty() && !seen.contains(*w))
@@ -230,33 +246,20 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn envelope(event_type: &str, payload: serde_json::Value) -> Envelope {
-        Envelope {
-            id: Uuid::new_v4(),
-            event_type: event_type.into(),
-            aggregate_type: "game".into(),
-            aggregate_id: "g1".into(),
-            payload,
-            created_at: Utc::now(),
-            idempotency_key: None,
+    fn game(payload: serde_json::Value) -> GameFinished {
+        match prepare(GAME_FINISHED, payload).unwrap() {
+            Effect::GameFinished(g) => g,
+            Effect::Skip => panic!("expected a game"),
         }
     }
 
     fn reason(payload: serde_json::Value) -> String {
-        prepare(&envelope(GAME_FINISHED, payload))
-            .unwrap_err()
-            .to_string()
+        prepare(GAME_FINISHED, payload).unwrap_err().to_string()
     }
 
     #[test]
     fn the_seed_event_is_a_game_without_players() {
-        let e = envelope(
-            GAME_FINISHED,
-            json!({"game_id": "11111111-1111-1111-1111-111111111111", "chat_id": -5056821738i64}),
-        );
-        let Effect::GameFinished(g) = prepare(&e).unwrap() else {
-            panic!("expected a game")
-        };
+        let g = game(json!({"game_id": "11111111-1111-1111-1111-111111111111", "chat_id": -5056821738i64}));
         assert_eq!(g.chat_id, -5056821738);
         assert!(g.standings.is_empty());
         assert_eq!(g.winner_id, None);
@@ -264,15 +267,9 @@ mod tests {
 
     #[test]
     fn standings_accept_numeric_and_string_player_ids() {
-        let e = envelope(
-            GAME_FINISHED,
-            json!({"game_id": "g1", "chat_id": 1, "winner_id": 42,
+        let g = game(json!({"game_id": "g1", "chat_id": 1, "winner_id": 42,
                    "standings": [{"player_id": 42, "name": "Ann", "coins": 10, "rank": 1},
-                                 {"player_id": "p7", "name": "Bob", "coins": 3, "rank": 2}]}),
-        );
-        let Effect::GameFinished(g) = prepare(&e).unwrap() else {
-            panic!("expected a game")
-        };
+                                 {"player_id": "p7", "name": "Bob", "coins": 3, "rank": 2}]}));
         assert_eq!(g.winner_id.as_deref(), Some("42"));
         let ids: Vec<_> = g.standings.iter().map(|s| s.player_id.as_str()).collect();
         assert_eq!(ids, ["42", "p7"]);
@@ -283,6 +280,8 @@ mod tests {
         assert!(reason(json!({"chat_id": 1})).contains("missing field `game_id`"));
         assert!(reason(json!({"game_id": "g", "chat_id": "x"})).contains("invalid type"));
         assert!(reason(json!({"game_id": "g", "chat_id": 1, "standings": "x"})).contains("invalid type"));
+        let float_id = json!({"game_id": "g", "chat_id": 1, "standings": [{"player_id": 1.5, "name": "a"}]});
+        assert!(reason(float_id).contains("expected a player id (string or integer)"));
         assert!(reason(json!({"game_id": "", "chat_id": 1})).contains("game_id is empty"));
         let twice = json!({"game_id": "g", "chat_id": 1, "standings": [
             {"player_id": 1, "name": "a"}, {"player_id": "1", "name": "b"}]});
@@ -296,9 +295,6 @@ mod tests {
 
     #[test]
     fn other_event_types_are_skipped() {
-        assert_eq!(
-            prepare(&envelope("player.joined", json!("anything"))).unwrap(),
-            Effect::Skip
-        );
+        assert_eq!(prepare("player.joined", json!("anything")).unwrap(), Effect::Skip);
     }
 }

@@ -43,7 +43,8 @@ pub enum DecodeError {
 /// What to do with a message.
 #[derive(Debug)]
 pub enum Plan {
-    /// Record it in consumed_events and, if new, apply the effect.
+    /// Record it in consumed_events and, if new, apply the effect. The envelope's payload has
+    /// been moved into the effect (it is `null` here).
     Apply { envelope: Envelope, effect: Effect },
     /// Send it to the dead-letter topic and record it as `dlq`.
     Dead {
@@ -98,15 +99,17 @@ pub fn plan(topic: &str, partition: i32, offset: i64, value: Option<&[u8]>) -> P
         return dead(topic, partition, offset, None, DecodeError::Empty);
     };
     match serde_json::from_slice::<Envelope>(bytes) {
-        Ok(envelope) => match handlers::prepare(&envelope) {
-            Ok(effect) => Plan::Apply { envelope, effect },
-            Err(e) => Plan::Dead {
-                id: envelope.id,
-                event_type: envelope.event_type,
-                created_at: Some(envelope.created_at),
-                error: e.into(),
-            },
-        },
+        Ok(mut envelope) => {
+            match handlers::prepare(&envelope.event_type, std::mem::take(&mut envelope.payload)) {
+                Ok(effect) => Plan::Apply { envelope, effect },
+                Err(e) => Plan::Dead {
+                    id: envelope.id,
+                    event_type: envelope.event_type,
+                    created_at: Some(envelope.created_at),
+                    error: e.into(),
+                },
+            }
+        }
         // The slow path: find out what is wrong and salvage what identifies the event.
         Err(envelope_err) => match serde_json::from_slice::<Value>(bytes) {
             Err(e) => dead(topic, partition, offset, None, DecodeError::NotJson(e)),
