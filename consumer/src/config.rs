@@ -83,7 +83,7 @@ pub struct RunConfig {
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
     /// Most messages applied in one database transaction.
-    #[arg(long, env = "CONSUMER_BATCH_SIZE", default_value_t = 2000,
+    #[arg(long, env = "CONSUMER_BATCH_SIZE", default_value_t = 5000,
           value_parser = clap::value_parser!(u32).range(1..=50_000))]
     pub batch_size: u32,
     /// Transactions a batch is applied in at once, each over its own partitions (and its own
