@@ -65,7 +65,7 @@ impl From<sqlx::Error> for ApplyError {
 /// Only data exceptions (SQLSTATE class 22) and integrity violations (23) can be an event's
 /// fault. Everything else (lost connection, deadlock, missing table, full disk) is the
 /// environment's and must not send events to the DLQ.
-pub fn rejected_by_data(e: &sqlx::Error) -> bool {
+fn rejected_by_data(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => db
             .code()
@@ -75,12 +75,12 @@ pub fn rejected_by_data(e: &sqlx::Error) -> bool {
 }
 
 pub struct Applier {
-    pub pool: PgPool,
-    pub topic: String,
-    pub dead_letters: DeadLetters,
-    pub max_attempts: u32,
-    pub metrics: Metrics,
-    pub ready: Readiness,
+    pub(crate) pool: PgPool,
+    pub(crate) topic: String,
+    pub(crate) dead_letters: DeadLetters,
+    pub(crate) max_attempts: u32,
+    pub(crate) metrics: Metrics,
+    pub(crate) ready: Readiness,
 }
 
 /// Dead letters already acknowledged by Kafka during this batch, by (partition, offset), so a

@@ -147,7 +147,7 @@ impl Service {
     /// time, up to the batch size. `None` once shutdown is requested with nothing in hand.
     async fn next_batch(&self, shutdown: &Shutdown) -> Option<Vec<Item>> {
         let mut stream = self.consumer.stream();
-        let mut batch = Vec::with_capacity(self.cfg.batch_size as usize);
+        let mut batch = Vec::new();
         loop {
             let m = tokio::select! {
                 biased;
