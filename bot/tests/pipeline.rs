@@ -90,16 +90,7 @@ impl Drop for Pipeline {
                 );
             }
         }
-        let sql = format!(
-            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{0}' AND active_pid IS NOT NULL;
-             SELECT pg_sleep(0.2);
-             SELECT pg_drop_replication_slot('{0}') FROM pg_replication_slots WHERE slot_name = '{0}';",
-            self.slot
-        );
-        let _ = Command::new("psql")
-            .arg(&self.db_url)
-            .args(["-qAtc", &sql])
-            .output();
+        outbox::testkit::drop_slot(&self.db_url, &self.slot);
     }
 }
 

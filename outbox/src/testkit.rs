@@ -187,6 +187,30 @@ pub fn kcat_read_all_from(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Kc
         .collect()
 }
 
+/// Drops a replication slot, blocking (for test teardown in `Drop`): a killed relay's walsender
+/// may hold the slot for a moment, so it is terminated and the drop retried until the slot is
+/// gone. Slots left behind pin WAL on the shared server.
+pub fn drop_slot(database_url: &str, slot: &str) {
+    let terminate = format!(
+        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{slot}' AND active"
+    );
+    let drop = format!(
+        "SELECT pg_drop_replication_slot('{slot}') FROM pg_replication_slots WHERE slot_name = '{slot}' AND NOT active"
+    );
+    let count = format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'");
+    for _ in 0..50 {
+        let out = Command::new("psql")
+            .arg(database_url)
+            .args(["-qAt", "-c", &terminate, "-c", &drop, "-c", &count])
+            .output();
+        match out {
+            Ok(o) if String::from_utf8_lossy(&o.stdout).trim().ends_with('0') => return,
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    eprintln!("could not drop replication slot {slot}");
+}
+
 /// PostgreSQL and/or Kafka private to one test, for tests that stop, restart or reconfigure a
 /// service (never done to the shared ones, which other tests use at the same time). Started
 /// with `scripts/services` in a folder and on ports of their own; stopped when dropped.

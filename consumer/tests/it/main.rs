@@ -6,3 +6,4 @@ mod common;
 mod dedup;
 mod dlq;
 mod faults;
+mod pipeline;

@@ -136,27 +136,7 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        // Blocking is fine in a test's teardown. The killed relay's walsender may still hold the
-        // slot for a moment: end it, and retry until the slot is gone.
-        let slot = &self.slot;
-        let terminate = format!(
-            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{slot}' AND active"
-        );
-        let drop = format!(
-            "SELECT pg_drop_replication_slot('{slot}') FROM pg_replication_slots WHERE slot_name = '{slot}' AND NOT active"
-        );
-        let count = format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'");
-        for _ in 0..50 {
-            let out = Command::new("psql")
-                .arg(&self.db.url)
-                .args(["-qAt", "-c", &terminate, "-c", &drop, "-c", &count])
-                .output();
-            match out {
-                Ok(o) if String::from_utf8_lossy(&o.stdout).trim().ends_with('0') => return,
-                _ => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
-        eprintln!("could not drop replication slot {}", self.slot);
+        outbox::testkit::drop_slot(&self.db.url, &self.slot);
     }
 }
 
