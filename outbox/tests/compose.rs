@@ -1055,13 +1055,18 @@ fn env_example_lists_every_setting_the_binaries_accept() {
             assert!(out.status.success(), "{bin} {sub} --help failed");
             let help = String::from_utf8_lossy(&out.stdout);
             for part in help.split("[env: ").skip(1) {
-                let name: String =
-                    part.chars().take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_').collect();
+                let name: String = part
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
                 if !listed.contains(&name) {
                     missing.insert(format!("{name} ({bin} {sub})"));
                 }
             }
         }
     }
-    assert!(missing.is_empty(), "settings missing from .env.example: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "settings missing from .env.example: {missing:?}"
+    );
 }
