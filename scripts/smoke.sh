@@ -63,8 +63,10 @@ else
   ok 0 "cargo, java, mvn, PostgreSQL 15 binaries present"
 
   pg_was_up=false; kafka_was_up=false
-  scripts/services status | grep -q 'PostgreSQL: running' && pg_was_up=true
-  scripts/services status | grep -q 'Kafka: running' && kafka_was_up=true
+  # Read the status first: `status | grep -q` under pipefail can fail with SIGPIPE even on a match.
+  services_status=$(scripts/services status)
+  grep -q 'PostgreSQL: running' <<<"$services_status" && pg_was_up=true
+  grep -q 'Kafka: running' <<<"$services_status" && kafka_was_up=true
   RUN_DIR=.services/smoke
   mkdir -p "$RUN_DIR"
   relay_pid=""; consumer_pid=""
