@@ -6,7 +6,8 @@
 //! skipped: a row that Kafka has is marked `sent` eventually, or the slot is not confirmed past
 //! it and the server resends it after a restart.
 
-use std::time::Duration;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -130,38 +131,91 @@ where
     }
 }
 
+/// How long a streamed row may take to become visible before the relay gives up on it.
+const VISIBILITY_WAIT: Duration = Duration::from_secs(10);
+
+/// Marks rows `sent`, in one UPDATE when all goes well.
+///
+/// The server streams a transaction once its commit record is flushed, a moment before the
+/// transaction is visible to other sessions: an UPDATE in that moment matches nothing. So rows
+/// neither updated nor already `sent` are retried (1 ms, doubling) until they are visible; one
+/// still missing after [`VISIBILITY_WAIT`] (deleted meanwhile) is given up with a warning.
 pub async fn mark_sent(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE outbox_events
-            SET status = 'sent', published_at = now(), publish_attempts = publish_attempts + 1, last_error = NULL
-          WHERE id = ANY($1) AND status <> 'sent'",
-    )
-    .bind(ids)
-    .execute(pool)
-    .await?;
-    Ok(())
+    let mut pending: Vec<Uuid> = ids.to_vec();
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let marked: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE outbox_events
+                SET status = 'sent', published_at = now(), publish_attempts = publish_attempts + 1, last_error = NULL
+              WHERE id = ANY($1) AND status <> 'sent'
+          RETURNING id",
+        )
+        .bind(&pending)
+        .fetch_all(pool)
+        .await?;
+        if marked.len() == pending.len() {
+            return Ok(());
+        }
+        let marked: HashSet<Uuid> = marked.into_iter().collect();
+        pending.retain(|id| !marked.contains(id));
+        let already: HashSet<Uuid> =
+            sqlx::query_scalar("SELECT id FROM outbox_events WHERE id = ANY($1) AND status = 'sent'")
+                .bind(&pending)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .collect();
+        pending.retain(|id| !already.contains(id));
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() > VISIBILITY_WAIT {
+            tracing::warn!(rows = pending.len(), first = %pending[0], "rows Kafka has were not found to mark sent (deleted?); giving up on them");
+            return Ok(());
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
 }
 
+/// Marks a row `failed` (and parks its aggregate), waiting for the row to be visible like
+/// [`mark_sent`].
 pub async fn mark_failed(
     pool: &PgPool,
     id: Uuid,
     aggregate_id: Option<&str>,
     error: &str,
 ) -> sqlx::Result<()> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "UPDATE outbox_events
-            SET status = 'failed', last_error = $2, publish_attempts = publish_attempts + 1
-          WHERE id = $1 AND status <> 'sent'",
-    )
-    .bind(id)
-    .bind(error)
-    .execute(&mut *tx)
-    .await?;
-    if let Some(aggregate_id) = aggregate_id {
-        park(&mut tx, aggregate_id, id, error).await?;
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let mut tx = pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE outbox_events
+                SET status = 'failed', last_error = $2, publish_attempts = publish_attempts + 1
+              WHERE id = $1 AND status <> 'sent'",
+        )
+        .bind(id)
+        .bind(error)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let visible = updated == 1
+            || sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM outbox_events WHERE id = $1)")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if visible || started.elapsed() > VISIBILITY_WAIT {
+            if let Some(aggregate_id) = aggregate_id {
+                park(&mut tx, aggregate_id, id, error).await?;
+            }
+            return tx.commit().await;
+        }
+        tx.rollback().await?;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
-    tx.commit().await
 }
 
 async fn park(tx: &mut sqlx::PgConnection, aggregate_id: &str, id: Uuid, reason: &str) -> sqlx::Result<()> {
