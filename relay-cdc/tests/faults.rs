@@ -3,84 +3,10 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::Fixture;
+use common::*;
 use outbox::testkit::{PrivateServices, wait_until};
-use sqlx::PgPool;
-
-/// Writes `txns` transactions of `per_txn` events, round-robin over `aggregates` aggregates,
-/// each event carrying its per-aggregate sequence number.
-fn spawn_writer(
-    pool: PgPool,
-    txns: i64,
-    per_txn: i64,
-    aggregates: i64,
-    pause: Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        for t in 0..txns {
-            let agg = format!("agg-{}", t % aggregates);
-            let from = (t / aggregates) * per_txn;
-            loop {
-                let r = sqlx::query(
-                    "INSERT INTO outbox_events (event_type, aggregate_type, aggregate_id, payload, idempotency_key)
-                     SELECT 'test.event', 'game', $1, jsonb_build_object('seq', s, 'pad', repeat('x', 150)), $1 || '-' || s
-                       FROM generate_series($2::bigint, $2::bigint + $3::bigint - 1) s",
-                )
-                .bind(&agg)
-                .bind(from)
-                .bind(per_txn)
-                .execute(&pool)
-                .await;
-                match r {
-                    Ok(_) => break,
-                    // The server may be restarting under the test: retry the same transaction.
-                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-                }
-            }
-            if !pause.is_zero() {
-                tokio::time::sleep(pause).await;
-            }
-        }
-    })
-}
-
-/// Every row is in Kafka (set equality) and per-aggregate order holds for first deliveries.
-/// Returns the number of duplicate records.
-fn assert_delivered(f: &Fixture, rows: &[String]) -> usize {
-    let records = f.records();
-    let ids: Vec<String> = records.iter().map(outbox::testkit::event_id).collect();
-    let unique: HashSet<&String> = ids.iter().collect();
-    let expected: HashSet<&String> = rows.iter().collect();
-    let missing: Vec<_> = expected.difference(&unique).take(5).collect();
-    let extra: Vec<_> = unique.difference(&expected).take(5).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "missing {missing:?}, unexpected {extra:?}"
-    );
-    // Order per aggregate: a first delivery never comes after a later event's first delivery.
-    let mut ordered = records.clone();
-    ordered.sort_by_key(|r| (r.partition, r.offset));
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut last: HashMap<String, i64> = HashMap::new();
-    for r in &ordered {
-        let v: serde_json::Value = serde_json::from_str(&r.value).unwrap();
-        if !seen.insert(v["id"].as_str().unwrap().to_string()) {
-            continue;
-        }
-        let seq = v["payload"]["seq"].as_i64().unwrap();
-        if let Some(prev) = last.insert(r.key.clone(), seq) {
-            assert!(
-                seq > prev,
-                "aggregate {}: seq {seq} first delivered after {prev}",
-                r.key
-            );
-        }
-    }
-    ids.len() - unique.len()
-}
 
 async fn wait_slot_caught_up(f: &Fixture) {
     wait_until(Duration::from_secs(60), "slot confirmed to the end of the WAL", || async {
@@ -398,25 +324,6 @@ fn republish(f: &Fixture) -> std::process::Output {
         .args(["--kafka-bootstrap-servers", &f.kafka, "--kafka-topic", &f.topic])
         .output()
         .unwrap()
-}
-
-async fn raise_topic_limit(bootstrap: &str, topic: &str, bytes: &str) {
-    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let results = admin
-        .alter_configs(
-            &[AlterConfig::new(ResourceSpecifier::Topic(topic)).set("max.message.bytes", bytes)],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap();
-    for r in results {
-        r.unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,10 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, Relay};
+use common::*;
 use outbox::testkit::{PrivateServices, SEED_STEP4_INSERT, event_id, unique_name, wait_until};
 use sqlx::PgPool;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The poller for this fixture, polling every 50 ms when idle.
 fn poller(f: &Fixture, extra: &[&str]) -> Relay {
@@ -39,71 +38,6 @@ fn poller_as(f: &Fixture, url: &str) -> Relay {
     Relay { child, log }
 }
 
-/// Writes `txns` transactions of `per_txn` events, round-robin over `aggregates` aggregates,
-/// each event carrying its per-aggregate sequence number.
-fn spawn_writer(
-    pool: PgPool,
-    txns: i64,
-    per_txn: i64,
-    aggregates: i64,
-    pause: Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        for t in 0..txns {
-            let agg = format!("agg-{}", t % aggregates);
-            let from = (t / aggregates) * per_txn;
-            sqlx::query(
-                "INSERT INTO outbox_events (event_type, aggregate_type, aggregate_id, payload, idempotency_key)
-                 SELECT 'test.event', 'game', $1, jsonb_build_object('seq', s, 'pad', repeat('x', 150)), $1 || '-' || s
-                   FROM generate_series($2::bigint, $2::bigint + $3::bigint - 1) s",
-            )
-            .bind(&agg)
-            .bind(from)
-            .bind(per_txn)
-            .execute(&pool)
-            .await
-            .unwrap();
-            if !pause.is_zero() {
-                tokio::time::sleep(pause).await;
-            }
-        }
-    })
-}
-
-/// Every row is in Kafka (set equality) and, per aggregate, first deliveries come in `seq`
-/// order. Returns the number of duplicate records.
-fn assert_delivered(f: &Fixture, rows: &[String]) -> usize {
-    let records = f.records();
-    let ids: Vec<String> = records.iter().map(event_id).collect();
-    let unique: HashSet<&String> = ids.iter().collect();
-    let expected: HashSet<&String> = rows.iter().collect();
-    let missing: Vec<_> = expected.difference(&unique).take(5).collect();
-    let extra: Vec<_> = unique.difference(&expected).take(5).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "missing {missing:?}, unexpected {extra:?}"
-    );
-    let mut ordered = records.clone();
-    ordered.sort_by_key(|r| (r.partition, r.offset));
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut last: HashMap<String, i64> = HashMap::new();
-    for r in &ordered {
-        if !seen.insert(event_id(r)) {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(&r.value).unwrap();
-        let seq = v["payload"]["seq"].as_i64().unwrap();
-        if let Some(prev) = last.insert(r.key.clone(), seq) {
-            assert!(
-                seq > prev,
-                "aggregate {}: seq {seq} first delivered after {prev}",
-                r.key
-            );
-        }
-    }
-    ids.len() - unique.len()
-}
-
 async fn status_of(pool: &PgPool, key: &str) -> String {
     sqlx::query_scalar("SELECT status FROM outbox_events WHERE idempotency_key = $1")
         .bind(key)
@@ -123,42 +57,6 @@ async fn insert_one(pool: &PgPool, aggregate: &str, seq: i64, pad: usize) {
     .execute(pool)
     .await
     .unwrap();
-}
-
-/// GET `path` from `addr`; returns (status code, body).
-async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// The address the relay's log says it serves /metrics on.
-fn metrics_addr(log: &str) -> Option<String> {
-    let line = log.lines().find(|l| l.contains("serving /metrics"))?;
-    let at = line.find("127.0.0.1:")?;
-    Some(
-        line[at..]
-            .split(|c: char| c.is_whitespace() || c == '\u{1b}')
-            .next()?
-            .to_string(),
-    )
-}
-
-fn metric(body: &str, name: &str) -> f64 {
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing in:\n{body}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -669,25 +567,6 @@ async fn oversize_event_parks_its_aggregate_in_the_same_and_later_batches() {
     f.wait_records(rows.len()).await;
     assert_delivered(&f, &rows);
     drop(relay);
-}
-
-async fn raise_topic_limit(bootstrap: &str, topic: &str, bytes: &str) {
-    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let results = admin
-        .alter_configs(
-            &[AlterConfig::new(ResourceSpecifier::Topic(topic)).set("max.message.bytes", bytes)],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap();
-    for r in results {
-        r.unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

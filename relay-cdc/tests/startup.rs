@@ -5,9 +5,8 @@ mod common;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::Fixture;
+use common::*;
 use outbox::testkit::{PrivateServices, TestDb, unique_name, wait_until};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn relay_cdc(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_relay-cdc"))
@@ -139,42 +138,6 @@ async fn wal_level_replica_is_refused_with_the_fix() {
         line.contains("wal_level is 'replica', logical replication needs 'logical': set wal_level = logical"),
         "{line}"
     );
-}
-
-/// GET `path` from `addr`; returns (status code, body).
-async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// The address the relay's log says it serves /metrics on.
-fn metrics_addr(log: &str) -> Option<String> {
-    let line = log.lines().find(|l| l.contains("serving /metrics"))?;
-    let at = line.find("127.0.0.1:")?;
-    Some(
-        line[at..]
-            .split(|c: char| c.is_whitespace() || c == '\u{1b}')
-            .next()?
-            .to_string(),
-    )
-}
-
-fn metric(body: &str, name: &str) -> f64 {
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing in:\n{body}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,8 +3,12 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use outbox::testkit::{TestDb, create_topic_at, database_url, kafka_bootstrap, unique_name, wait_until};
 
@@ -172,4 +176,131 @@ impl Drop for Relay {
             eprintln!("--- relay log {} ---\n{}", self.log.display(), self.log_text());
         }
     }
+}
+
+/// Writes `txns` transactions of `per_txn` events, round-robin over `aggregates` aggregates,
+/// each event carrying its per-aggregate sequence number.
+pub fn spawn_writer(
+    pool: PgPool,
+    txns: i64,
+    per_txn: i64,
+    aggregates: i64,
+    pause: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for t in 0..txns {
+            let agg = format!("agg-{}", t % aggregates);
+            let from = (t / aggregates) * per_txn;
+            loop {
+                let r = sqlx::query(
+                    "INSERT INTO outbox_events (event_type, aggregate_type, aggregate_id, payload, idempotency_key)
+                     SELECT 'test.event', 'game', $1, jsonb_build_object('seq', s, 'pad', repeat('x', 150)), $1 || '-' || s
+                       FROM generate_series($2::bigint, $2::bigint + $3::bigint - 1) s",
+                )
+                .bind(&agg)
+                .bind(from)
+                .bind(per_txn)
+                .execute(&pool)
+                .await;
+                match r {
+                    Ok(_) => break,
+                    // The server may be restarting under the test: retry the same transaction.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+        }
+    })
+}
+
+/// Every row is in Kafka (set equality) and per-aggregate order holds for first deliveries.
+/// Returns the number of duplicate records.
+pub fn assert_delivered(f: &Fixture, rows: &[String]) -> usize {
+    let records = f.records();
+    let ids: Vec<String> = records.iter().map(outbox::testkit::event_id).collect();
+    let unique: HashSet<&String> = ids.iter().collect();
+    let expected: HashSet<&String> = rows.iter().collect();
+    let missing: Vec<_> = expected.difference(&unique).take(5).collect();
+    let extra: Vec<_> = unique.difference(&expected).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, unexpected {extra:?}"
+    );
+    // Order per aggregate: a first delivery never comes after a later event's first delivery.
+    let mut ordered = records.clone();
+    ordered.sort_by_key(|r| (r.partition, r.offset));
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut last: HashMap<String, i64> = HashMap::new();
+    for r in &ordered {
+        let v: serde_json::Value = serde_json::from_str(&r.value).unwrap();
+        if !seen.insert(v["id"].as_str().unwrap().to_string()) {
+            continue;
+        }
+        let seq = v["payload"]["seq"].as_i64().unwrap();
+        if let Some(prev) = last.insert(r.key.clone(), seq) {
+            assert!(
+                seq > prev,
+                "aggregate {}: seq {seq} first delivered after {prev}",
+                r.key
+            );
+        }
+    }
+    ids.len() - unique.len()
+}
+
+pub async fn raise_topic_limit(bootstrap: &str, topic: &str, bytes: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let results = admin
+        .alter_configs(
+            &[AlterConfig::new(ResourceSpecifier::Topic(topic)).set("max.message.bytes", bytes)],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    for r in results {
+        r.unwrap();
+    }
+}
+
+/// GET `path` from `addr`; returns (status code, body).
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The address the relay's log says it serves /metrics on.
+pub fn metrics_addr(log: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains("serving /metrics"))?;
+    let at = line.find("127.0.0.1:")?;
+    Some(
+        line[at..]
+            .split(|c: char| c.is_whitespace() || c == '\u{1b}')
+            .next()?
+            .to_string(),
+    )
+}
+
+pub fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing in:\n{body}"))
 }
