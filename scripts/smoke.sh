@@ -30,6 +30,13 @@ SEED_INSERT_FILE=scripts/sql/seed-step4-insert.sql  # the seed's step-4 INSERT, 
 STEP5_SQL="SELECT id, status, publish_attempts, last_error, published_at FROM outbox_events ORDER BY created_at DESC LIMIT 1;"
 STEP6_SQL="SELECT event_id, event_type, topic, partition, kafka_offset, consumed_at FROM consumed_events ORDER BY consumed_at DESC NULLS LAST LIMIT 10;"
 
+# Is the relay's /readyz 200? (bash's /dev/tcp: no HTTP client needed)
+relay_ready() {
+  local status
+  status=$( (exec 3<>/dev/tcp/127.0.0.1/9464 && printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3 && head -1 <&3) 2>/dev/null || true)
+  [[ "$status" == *" 200 "* ]]
+}
+
 # Waits up to $2 seconds for `sql $1` to print something non-empty.
 wait_for() {
   local query=$1 secs=$2 i out
@@ -102,11 +109,11 @@ else
   target/release/consumer run --metrics-addr 127.0.0.1:9465 --metrics-log-secs 1 >"$RUN_DIR/consumer.log" 2>&1 &
   consumer_pid=$!
   for i in $(seq 1 150); do
-    curl -sf http://127.0.0.1:9464/readyz >/dev/null 2>&1 && break
+    relay_ready && break
     kill -0 "$relay_pid" 2>/dev/null || { tail -5 "$RUN_DIR/relay.log"; fail 3 "relay-cdc exited"; }
     sleep 0.2
   done
-  curl -sf http://127.0.0.1:9464/readyz >/dev/null || fail 3 "relay-cdc not ready after 30 s (see $RUN_DIR/relay.log)"
+  relay_ready || fail 3 "relay-cdc not ready after 30 s (see $RUN_DIR/relay.log)"
   kill -0 "$consumer_pid" 2>/dev/null || { tail -5 "$RUN_DIR/consumer.log"; fail 3 "consumer exited"; }
   ok 3 "relay-cdc (pid $relay_pid, :9464) streaming and consumer (pid $consumer_pid, :9465) running"
   consumer_log() { cat "$RUN_DIR/consumer.log"; }
