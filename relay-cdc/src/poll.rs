@@ -26,10 +26,10 @@ use uuid::Uuid;
 
 use crate::checks::{self, CheckError};
 use crate::event::OutboxRow;
+use crate::mark;
 use crate::metrics::Metrics;
 use crate::producer::{self, Delivery, EventProducer, ProducerConfig, SendError, Token};
-use crate::relay::{self, Backoff};
-use crate::{leader, mark};
+use crate::relay::{self, Backoff, Terms};
 
 /// The poll mode's own index: the claim scans unsent rows in `seq` order through it.
 pub const POLL_INDEX: &str = "outbox_events_poll_idx";
@@ -62,54 +62,35 @@ pub async fn run(
     cfg: PollConfig,
     metrics: Metrics,
     ready: Readiness,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let pool = checks::connect(&cfg.database_url, 4).await?;
     checks::run_poll(&pool).await?;
     ensure_index(&pool).await?;
     warn_if_slot(&pool, &cfg.slot).await?;
     tokio::spawn(relay::sample_rows_not_sent(pool.clone(), metrics.clone()));
-    let mut backoff = Backoff::default();
-    loop {
-        if *shutdown.borrow() {
-            return Ok(());
-        }
-        let acquired = tokio::select! {
-            l = leader::acquire(&cfg.database_url, &cfg.slot, Duration::from_secs(1)) => l,
-            _ = shutdown.changed() => return Ok(()),
-        };
-        let mut leadership = match acquired {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "cannot reach PostgreSQL for the relay lock; retrying");
-                backoff.wait(&mut shutdown).await;
-                continue;
-            }
-        };
-        metrics.leader.set(1);
-        let started = Instant::now();
-        let mut held = Held::default();
-        let result = tokio::select! {
-            r = lead(&cfg, &pool, &metrics, &ready, shutdown.clone(), &mut held) => r,
-            _ = leadership.lost() => Err(anyhow::anyhow!("lost the relay lock")),
-        };
-        metrics.leader.set(0);
-        metrics.in_flight.set(0);
-        ready.set(false);
-        // The term's producer is gone: whatever it did not finish goes back to `new` now rather
-        // than waiting --poll-stale-secs.
-        held.release(&pool).await;
-        match result {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                if started.elapsed() > Duration::from_secs(30) {
-                    backoff = Backoff::default();
-                }
-                tracing::error!(error = %format!("{e:#}"), "poller stopped; polling again");
-                backoff.wait(&mut shutdown).await;
-            }
-        }
-    }
+    let terms = Terms {
+        database_url: &cfg.database_url,
+        slot: &cfg.slot,
+        metrics: &metrics,
+        ready: &ready,
+    };
+    // What a term claimed but did not finish: shared with the after-term hook, which hands it
+    // back to `new` at once (a lost lock drops the term mid-batch) instead of waiting
+    // --poll-stale-secs.
+    let held = tokio::sync::Mutex::new(Held::default());
+    terms
+        .run(
+            shutdown,
+            "poller stopped; polling again",
+            |shutdown| async {
+                let mut held = held.lock().await;
+                *held = Held::default();
+                lead(&cfg, &pool, &metrics, &ready, shutdown, &mut held).await
+            },
+            async || held.lock().await.release(&pool).await,
+        )
+        .await
 }
 
 /// Makes sure [`POLL_INDEX`] exists and is valid. Without it every claim would scan the table.

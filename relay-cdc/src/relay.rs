@@ -48,44 +48,86 @@ pub async fn run(
     cfg: RelayConfig,
     metrics: Metrics,
     ready: Readiness,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let pool = checks::connect(&cfg.database_url, 4).await?;
     checks::run(&pool, &cfg.publication, &cfg.slot).await?;
     tokio::spawn(sample_rows_not_sent(pool.clone(), metrics.clone()));
-    let mut backoff = Backoff::default();
-    loop {
-        if *shutdown.borrow() {
-            return Ok(());
-        }
-        let acquired = tokio::select! {
-            l = leader::acquire(&cfg.database_url, &cfg.slot, Duration::from_secs(1)) => l,
-            _ = shutdown.changed() => return Ok(()),
-        };
-        let mut leadership = match acquired {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "cannot reach PostgreSQL for the relay lock; retrying");
-                backoff.wait(&mut shutdown).await;
-                continue;
+    let terms = Terms {
+        database_url: &cfg.database_url,
+        slot: &cfg.slot,
+        metrics: &metrics,
+        ready: &ready,
+    };
+    terms
+        .run(
+            shutdown,
+            "relay stopped; restarting from the slot's confirmed position",
+            |shutdown| lead(&cfg, &pool, &metrics, &ready, shutdown),
+            async || {},
+        )
+        .await
+}
+
+/// What every relay source shares: lead whenever this instance holds the slot's lock (the others
+/// stand by), and after a failed term back off and lead again.
+pub(crate) struct Terms<'a> {
+    pub database_url: &'a str,
+    pub slot: &'a str,
+    pub metrics: &'a Metrics,
+    pub ready: &'a Readiness,
+}
+
+impl Terms<'_> {
+    /// Runs `term` once per leadership term until it returns `Ok` (it drained after shutdown) or
+    /// `shutdown` turns true. A term ends with an error, or when the lock's session is lost (the
+    /// term is then dropped); `after_term` runs after every term either way.
+    pub async fn run<Fut>(
+        &self,
+        mut shutdown: watch::Receiver<bool>,
+        stopped: &str,
+        mut term: impl FnMut(watch::Receiver<bool>) -> Fut,
+        mut after_term: impl AsyncFnMut(),
+    ) -> anyhow::Result<()>
+    where
+        Fut: std::future::Future<Output = anyhow::Result<()>>,
+    {
+        let mut backoff = Backoff::default();
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
             }
-        };
-        metrics.leader.set(1);
-        let started = Instant::now();
-        let result = tokio::select! {
-            r = lead(&cfg, &pool, &metrics, &ready, shutdown.clone()) => r,
-            _ = leadership.lost() => Err(anyhow::anyhow!("lost the relay lock")),
-        };
-        metrics.leader.set(0);
-        ready.set(false);
-        match result {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                if started.elapsed() > Duration::from_secs(30) {
-                    backoff = Backoff::default();
+            let acquired = tokio::select! {
+                l = leader::acquire(self.database_url, self.slot, Duration::from_secs(1)) => l,
+                _ = shutdown.changed() => return Ok(()),
+            };
+            let mut leadership = match acquired {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot reach PostgreSQL for the relay lock; retrying");
+                    backoff.wait(&mut shutdown).await;
+                    continue;
                 }
-                tracing::error!(error = %format!("{e:#}"), "relay stopped; restarting from the slot's confirmed position");
-                backoff.wait(&mut shutdown).await;
+            };
+            self.metrics.leader.set(1);
+            let started = Instant::now();
+            let result = tokio::select! {
+                r = term(shutdown.clone()) => r,
+                _ = leadership.lost() => Err(anyhow::anyhow!("lost the relay lock")),
+            };
+            self.metrics.leader.set(0);
+            self.metrics.in_flight.set(0);
+            self.ready.set(false);
+            after_term().await;
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if started.elapsed() > Duration::from_secs(30) {
+                        backoff = Backoff::default();
+                    }
+                    tracing::error!(error = %format!("{e:#}"), "{stopped}");
+                    backoff.wait(&mut shutdown).await;
+                }
             }
         }
     }
