@@ -5,6 +5,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -126,6 +128,21 @@ impl Fixture {
         .unwrap();
     }
 
+    /// Waits until the slot is confirmed to within 64 KiB of the end of the WAL.
+    pub async fn wait_slot_caught_up(&self) {
+        wait_until(Duration::from_secs(60), "slot confirmed to the end of the WAL", || async {
+            let behind: Option<i64> = sqlx::query_scalar(
+                "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
+            )
+            .bind(&self.slot)
+            .fetch_one(&self.db.pool)
+            .await?;
+            Ok(behind.is_some_and(|b| b < 64 * 1024))
+        })
+        .await
+        .unwrap();
+    }
+
     /// The slot's confirmed flush LSN and the server's current WAL LSN.
     pub async fn slot_position(&self) -> (Option<String>, String) {
         sqlx::query_as(
@@ -186,33 +203,65 @@ pub fn spawn_writer(
     per_txn: i64,
     aggregates: i64,
     pause: Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        for t in 0..txns {
-            let agg = format!("agg-{}", t % aggregates);
-            let from = (t / aggregates) * per_txn;
-            loop {
-                let r = sqlx::query(
-                    "INSERT INTO outbox_events (event_type, aggregate_type, aggregate_id, payload, idempotency_key)
-                     SELECT 'test.event', 'game', $1, jsonb_build_object('seq', s, 'pad', repeat('x', 150)), $1 || '-' || s
-                       FROM generate_series($2::bigint, $2::bigint + $3::bigint - 1) s",
-                )
-                .bind(&agg)
-                .bind(from)
-                .bind(per_txn)
-                .execute(&pool)
-                .await;
-                match r {
-                    Ok(_) => break,
-                    // The server may be restarting under the test: retry the same transaction.
-                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-                }
-            }
-            if !pause.is_zero() {
-                tokio::time::sleep(pause).await;
+) -> tokio::task::JoinHandle<i64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    tokio::spawn(write_transactions(pool, txns, per_txn, aggregates, pause, stop))
+}
+
+/// Like [`spawn_writer`], without a count: writes until `stop` is set (then finishes the
+/// transaction it is in). Returns the number of transactions written.
+pub fn spawn_writer_until(
+    pool: PgPool,
+    per_txn: i64,
+    aggregates: i64,
+    pause: Duration,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<i64> {
+    tokio::spawn(write_transactions(
+        pool,
+        i64::MAX,
+        per_txn,
+        aggregates,
+        pause,
+        stop,
+    ))
+}
+
+async fn write_transactions(
+    pool: PgPool,
+    txns: i64,
+    per_txn: i64,
+    aggregates: i64,
+    pause: Duration,
+    stop: Arc<AtomicBool>,
+) -> i64 {
+    let mut t = 0;
+    while t < txns && !stop.load(Ordering::Relaxed) {
+        let agg = format!("agg-{}", t % aggregates);
+        let from = (t / aggregates) * per_txn;
+        loop {
+            let r = sqlx::query(
+                "INSERT INTO outbox_events (event_type, aggregate_type, aggregate_id, payload, idempotency_key)
+                 SELECT 'test.event', 'game', $1, jsonb_build_object('seq', s, 'pad', repeat('x', 150)), $1 || '-' || s
+                   FROM generate_series($2::bigint, $2::bigint + $3::bigint - 1) s",
+            )
+            .bind(&agg)
+            .bind(from)
+            .bind(per_txn)
+            .execute(&pool)
+            .await;
+            match r {
+                Ok(_) => break,
+                // The server may be restarting under the test: retry the same transaction.
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
-    })
+        t += 1;
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    t
 }
 
 /// Every row is in Kafka (set equality) and per-aggregate order holds for first deliveries.
