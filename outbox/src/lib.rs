@@ -6,6 +6,7 @@
 //! - [`migrate`]: the embedded SQL migrations (`migrations/`) and the `migrate` command.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` for every service.
 //! - [`telemetry`]: logging set-up shared by the binaries.
+//! - [`throttle`]: rate-limited warnings for retry and drain loops (`warn_throttled!`).
 //! - `testkit` (feature `testkit`): harness for integration tests against real services.
 
 pub mod emit;
@@ -15,6 +16,7 @@ pub mod migrate;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod throttle;
 
 pub use emit::{NewEvent, emit};
 pub use envelope::Envelope;

@@ -122,10 +122,11 @@ pub async fn republish(database_url: &str, cfg: &ProducerConfig) -> anyhow::Resu
             }
         }
     }
-    let unparked = sqlx::query(
+    let unparked = sqlx::query(&format!(
         "DELETE FROM outbox_parked_aggregates p
-          WHERE NOT EXISTS (SELECT 1 FROM outbox_events e WHERE e.aggregate_id = p.aggregate_id AND e.status = 'failed')",
-    )
+          WHERE NOT EXISTS (SELECT 1 FROM outbox_events e WHERE {} = p.aggregate_id AND e.status = 'failed')",
+        mark::park_key_sql("e.aggregate_id")
+    ))
     .execute(&pool)
     .await?
     .rows_affected();

@@ -756,9 +756,10 @@ impl Pipeline {
             Some(false) => return true,
             Some(true) => {}
         }
-        let still: Result<bool, _> = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM outbox_parked_aggregates WHERE aggregate_id = $1)",
-        )
+        let still: Result<bool, _> = sqlx::query_scalar(&format!(
+            "SELECT EXISTS (SELECT 1 FROM outbox_parked_aggregates WHERE aggregate_id = {})",
+            mark::park_key_sql("$1")
+        ))
         .bind(aggregate_id)
         .fetch_one(&self.pool)
         .await;

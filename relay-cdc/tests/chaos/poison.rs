@@ -1,6 +1,7 @@
-//! Events Kafka can never take (poison pills): bounded handling, parking, republish.
+//! Events Kafka can never take (poison pills): bounded handling, parking, republish, and
+//! events whose failure PostgreSQL refuses to record as they are.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use outbox::testkit::wait_until;
 
@@ -116,4 +117,158 @@ fn republish(f: &Fixture) -> std::process::Output {
         .args(["--kafka-bootstrap-servers", &f.kafka, "--kafka-topic", &f.topic])
         .output()
         .unwrap()
+}
+
+/// id, status, last_error, idempotency_key length, payload->>'nul', aggregate_id.
+type ParkedRow = (uuid::Uuid, String, String, Option<i32>, Option<String>, String);
+
+/// The relay has started streaming (a first row went out and was marked).
+async fn streaming(f: &Fixture) {
+    f.insert("warm-up", 0, 1).await;
+    f.wait_all_sent(Duration::from_secs(60)).await;
+}
+
+async fn emit_message(f: &Fixture, envelope: &serde_json::Value) {
+    sqlx::query("SELECT pg_logical_emit_message(true, 'outbox', $1)")
+        .bind(envelope.to_string())
+        .execute(&f.db.pool)
+        .await
+        .unwrap();
+}
+
+async fn current_lsn(f: &Fixture) -> String {
+    sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(&f.db.pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until the slot is confirmed at or past `lsn`.
+async fn wait_confirmed_past(f: &Fixture, lsn: &str, timeout: Duration) {
+    wait_until(timeout, "slot confirmed past the poison events", || async {
+        let past: Option<bool> = sqlx::query_scalar(
+            "SELECT confirmed_flush_lsn >= $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
+        )
+        .bind(&f.slot)
+        .bind(lsn)
+        .fetch_one(&f.db.pool)
+        .await?;
+        Ok(past == Some(true))
+    })
+    .await
+    .unwrap();
+}
+
+/// A logical message too large for Kafka whose parked row PostgreSQL refuses as it is: its
+/// payload holds "\u0000" (jsonb refuses it), or its idempotency key is 3000 characters (too long
+/// for the unique index). Later rows are published and marked sent, the slot moves past both,
+/// both are in outbox_events as `failed` with the reason, their aggregates parked; SIGTERM then
+/// stops the relay at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn unrecordable_message_events_are_recorded_another_way() {
+    case("poison-unrecordable-park", async {
+    let f = Fixture::new(1).await;
+    let mut relay = f.relay(&[]);
+    streaming(&f).await;
+
+    let blob = "b".repeat(1_200_000);
+    let nul_id = uuid::Uuid::new_v4();
+    let key_id = uuid::Uuid::new_v4();
+    // Incompressible: a repeated character would be compressed under the index's limit.
+    let long_key: String = (0..94)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    let started = Instant::now();
+    emit_message(
+        &f,
+        &serde_json::json!({
+            "id": nul_id, "event_type": "x", "aggregate_type": "msg", "aggregate_id": "poison-nul",
+            "payload": {"blob": blob, "nul": "\u{0}"}, "created_at": "2026-11-29T03:00:00Z"
+        }),
+    )
+    .await;
+    emit_message(
+        &f,
+        &serde_json::json!({
+            "id": key_id, "event_type": "x", "aggregate_type": "msg", "aggregate_id": "poison-key",
+            "payload": {"blob": blob}, "created_at": "2026-11-29T03:00:00Z", "idempotency_key": long_key
+        }),
+    )
+    .await;
+    f.insert("after", 0, 10).await;
+    let lsn = current_lsn(&f).await;
+
+    wait_until(Duration::from_secs(60), "the later rows marked sent", || async {
+        let sent: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM outbox_events WHERE aggregate_id = 'after' AND status = 'sent'",
+        )
+        .fetch_one(&f.db.pool)
+        .await?;
+        Ok(sent == 10)
+    })
+    .await
+    .unwrap();
+    let rows_sent_after = started.elapsed();
+    wait_confirmed_past(&f, &lsn, Duration::from_secs(30)).await;
+    let confirmed_after = started.elapsed();
+
+    let records = f.wait_records(11).await;
+    let ids: Vec<String> = records.iter().map(outbox::testkit::event_id).collect();
+    assert!(!ids.contains(&nul_id.to_string()) && !ids.contains(&key_id.to_string()));
+
+    // The poison events are findable, with the reason.
+    let parked: Vec<ParkedRow> = sqlx::query_as(
+        "SELECT id, status, last_error, octet_length(idempotency_key), payload->>'nul', aggregate_id
+           FROM outbox_events WHERE id = ANY($1) ORDER BY aggregate_id",
+    )
+    .bind(vec![nul_id, key_id])
+    .fetch_all(&f.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(parked.len(), 2, "both poison events recorded: {parked:?}");
+    for (id, status, error, _, _, _) in &parked {
+        assert_eq!(status, "failed", "{id}");
+        assert!(
+            error.contains("Message size too large") || error.contains("too large"),
+            "{error}"
+        );
+        assert!(
+            error.contains("refused"),
+            "the note says why it was changed: {error}"
+        );
+    }
+    let (_, _, _, key_len, _, _) = &parked[0]; // poison-key
+    assert_eq!(
+        *key_len,
+        Some(1000),
+        "the idempotency key ({} chars) was cut",
+        long_key.len()
+    );
+    let (_, _, _, _, nul, _) = &parked[1]; // poison-nul
+    assert_eq!(
+        nul.as_deref(),
+        Some("\\u0000"),
+        "the NUL was escaped, the payload kept"
+    );
+    let parked_aggregates: Vec<String> =
+        sqlx::query_scalar("SELECT aggregate_id FROM outbox_parked_aggregates ORDER BY 1")
+            .fetch_all(&f.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(parked_aggregates, ["poison-key", "poison-nul"]);
+
+    let t = Instant::now();
+    let status = relay.terminate();
+    let stop = t.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(stop < Duration::from_secs(10), "SIGTERM took {stop:?}");
+    let lines = relay.log_text().lines().count();
+    Ok(format!(
+        "2 logical messages of 1.2 MB whose park row PostgreSQL refuses (payload \\u0000, 3000-char key): later rows sent {:.1} s after them, slot confirmed past them at {:.1} s, both stored (NUL escaped, key cut to 1000 bytes) with the reason and parked; SIGTERM stopped in {:.2} s; {lines} log lines",
+        rows_sent_after.as_secs_f64(),
+        confirmed_after.as_secs_f64(),
+        stop.as_secs_f64()
+    ))
+    })
+    .await;
 }
