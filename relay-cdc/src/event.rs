@@ -1,7 +1,7 @@
 //! From decoded WAL to the Kafka envelope: an `outbox_events` row, or the JSON content of a
 //! `pg_logical_emit_message` record.
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use outbox::Envelope;
 use uuid::Uuid;
 
@@ -119,21 +119,40 @@ fn invalid(column: &'static str, value: &str, reason: impl std::fmt::Display) ->
     }
 }
 
-/// `timestamptz` as pgoutput sends it in text (`DateStyle=ISO`): `2024-05-01 12:35:00.123456+00`,
-/// with an offset of hours, or hours and minutes. The relay's session runs with `TimeZone=UTC`,
-/// but the offset is honoured whatever it is.
+/// `timestamptz` as pgoutput sends it in text. The replication session pins `DateStyle=ISO` and
+/// `TimeZone=UTC` (see `replication::client`), so the form is `2024-05-01 12:35:00.123456+00`;
+/// still, any ISO form is read: fractional seconds or none, a `T` or a space, an offset of
+/// hours, hours and minutes, or hours, minutes and seconds (zones before 1900 use local mean
+/// time, e.g. `+05:53:28`), or `Z`.
 pub fn parse_timestamptz(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
-    let normalized;
-    let with_minutes = match s.rfind(['+', '-']) {
-        // `+00` or `+05` at the end: add minutes so %z accepts it.
-        Some(i) if s.len() - i == 3 => {
-            normalized = format!("{s}:00");
-            normalized.as_str()
-        }
-        _ => s,
+    let s = s.trim();
+    if let Some(utc) = s.strip_suffix('Z') {
+        return NaiveDateTime::parse_from_str(utc, "%Y-%m-%dT%H:%M:%S%.f")
+            .or_else(|_| NaiveDateTime::parse_from_str(utc, "%Y-%m-%d %H:%M:%S%.f"))
+            .map(|t| t.and_utc());
+    }
+    // The offset starts at the last sign after the time of day (the date holds '-' too).
+    let time_at = s.find([' ', 'T']).map_or(0, |i| i + 1);
+    let sign_at = s[time_at..].rfind(['+', '-']).map(|i| time_at + i);
+    let (local, offset) = match sign_at {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "+00"),
     };
-    DateTime::<FixedOffset>::parse_from_str(with_minutes, "%Y-%m-%d %H:%M:%S%.f%:z")
-        .map(|t| t.with_timezone(&Utc))
+    let mut parts = offset[1..].split(':').map(str::parse::<i32>);
+    let mut next = || parts.next().transpose().ok().flatten();
+    let seconds = match (next(), next(), next()) {
+        (Some(h), m, sec) => h * 3600 + m.unwrap_or(0) * 60 + sec.unwrap_or(0),
+        // Not an offset: let chrono say what is wrong with the whole.
+        _ => return DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)),
+    };
+    let seconds = if offset.starts_with('-') {
+        -seconds
+    } else {
+        seconds
+    };
+    let local = NaiveDateTime::parse_from_str(local, "%Y-%m-%d %H:%M:%S%.f")
+        .or_else(|_| NaiveDateTime::parse_from_str(local, "%Y-%m-%dT%H:%M:%S%.f"))?;
+    Ok((local - chrono::Duration::seconds(i64::from(seconds))).and_utc())
 }
 
 #[cfg(test)]
@@ -148,7 +167,20 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2024-05-01T07:05:00.123456+00:00");
         let t = parse_timestamptz("2024-05-01 02:00:00.5-03").unwrap();
         assert_eq!(t.to_rfc3339(), "2024-05-01T05:00:00.500+00:00");
-        assert!(parse_timestamptz("yesterday").is_err());
+        let t = parse_timestamptz("1890-01-01 00:00:00+05:53:28").unwrap();
+        assert_eq!(t.to_rfc3339(), "1889-12-31T18:06:32+00:00");
+        let t = parse_timestamptz("2024-05-01T12:35:00.25Z").unwrap();
+        assert_eq!(t.to_rfc3339(), "2024-05-01T12:35:00.250+00:00");
+        let t = parse_timestamptz("2024-05-01T12:35:00-09:30").unwrap();
+        assert_eq!(t.to_rfc3339(), "2024-05-01T22:05:00+00:00");
+        for bad in [
+            "yesterday",
+            "29/11/2026 03:00:00.5 UTC",
+            "2024-05-01 12:35:00+xx",
+            "",
+        ] {
+            assert!(parse_timestamptz(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -106,7 +106,16 @@ impl ReplicationClient {
                 ("database", params.database.as_str()),
                 ("replication", "database"),
                 ("application_name", params.application_name.as_str()),
+                // pgoutput sends column values as the session's output functions write them,
+                // and we parse that text: pin every setting that changes it, so a database's or
+                // role's own (`ALTER DATABASE/ROLE ... SET DateStyle = 'SQL, DMY'`) cannot.
+                // Startup parameters take precedence over both.
                 ("client_encoding", "UTF8"),
+                ("DateStyle", "ISO"),
+                ("TimeZone", "UTC"),
+                ("IntervalStyle", "postgres"),
+                ("extra_float_digits", "3"),
+                ("bytea_output", "hex"),
             ],
             &mut out,
         )?;

@@ -12,3 +12,4 @@ mod report;
 mod kill9;
 mod outage;
 mod poison;
+mod settings;

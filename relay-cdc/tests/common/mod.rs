@@ -63,11 +63,16 @@ impl Fixture {
 
     /// Starts `relay-cdc run` for this fixture, with extra `--flag value` arguments.
     pub fn relay(&self, extra: &[&str]) -> Relay {
+        self.relay_as(&self.db.url, extra)
+    }
+
+    /// Like [`Fixture::relay`], connecting with `database_url` (another role, say).
+    pub fn relay_as(&self, database_url: &str, extra: &[&str]) -> Relay {
         let log = std::env::temp_dir().join(format!("{}.log", unique_name(&self.slot)));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_relay-cdc"))
             .arg("run")
-            .args(["--database-url", &self.db.url])
+            .args(["--database-url", database_url])
             .args(["--slot-name", &self.slot])
             .args(["--kafka-bootstrap-servers", &self.kafka])
             .args(["--kafka-topic", &self.topic])
