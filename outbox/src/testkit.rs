@@ -235,6 +235,14 @@ impl PrivateServices {
 
     /// Runs `scripts/services <command>` for this instance.
     pub fn services(&self, command: &str) {
+        if let Err(e) = self.try_services(command) {
+            panic!("{e}");
+        }
+    }
+
+    /// Like [`Self::services`], returning the failure (e.g. a broker slower to start than the
+    /// script waits for, on a loaded machine) instead of panicking.
+    pub fn try_services(&self, command: &str) -> Result<(), String> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services");
         let out = Command::new("bash")
             .arg(script)
@@ -247,13 +255,15 @@ impl PrivateServices {
                 self.kafka_controller_port.to_string(),
             )
             .output()
-            .expect("running scripts/services");
-        assert!(
-            out.status.success(),
+            .map_err(|e| format!("running scripts/services: {e}"))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(format!(
             "scripts/services {command} failed: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
-        );
+        ))
     }
 
     pub fn database_url(&self) -> String {

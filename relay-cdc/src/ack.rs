@@ -5,6 +5,11 @@
 //! (already sent) or parked as `failed`. The slot may be confirmed up to the end LSN of the last
 //! transaction whose events, and those of every transaction before it, are all done: a crash
 //! then makes the server resend exactly the transactions that may not have reached Kafka.
+//!
+//! A transaction is *open* while its events still arrive (the relay produces them as they
+//! come, so memory does not grow with the transaction): events are added in chunks, some may
+//! be done before the next chunk is added, and it is confirmable only once *sealed* at its
+//! Commit with its end LSN.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -16,7 +21,8 @@ pub type TxnId = u64;
 
 #[derive(Debug)]
 struct Pending {
-    end_lsn: Lsn,
+    /// `None` while the transaction is open (its Commit not yet received).
+    end_lsn: Option<Lsn>,
     remaining: usize,
     /// When the transaction committed on the server (for the lag-in-seconds gauge).
     commit_time: Option<chrono::DateTime<chrono::Utc>>,
@@ -50,41 +56,70 @@ impl AckTracker {
         events: usize,
         commit_time: Option<chrono::DateTime<chrono::Utc>>,
     ) -> TxnId {
+        let id = self.open(commit_time);
+        self.add(id, events);
+        self.seal(id, end_lsn);
+        id
+    }
+
+    /// Registers a transaction whose events are still arriving (from its Begin); it holds back
+    /// confirmation until [`Self::seal`].
+    pub fn open(&mut self, commit_time: Option<chrono::DateTime<chrono::Utc>>) -> TxnId {
         let id = self.front + self.queue.len() as TxnId;
         self.queue.push_back(Pending {
-            end_lsn,
-            remaining: events,
+            end_lsn: None,
+            remaining: 0,
             commit_time,
             received: Instant::now(),
         });
-        self.events_in_flight += events;
-        self.advance();
         id
+    }
+
+    /// `events` more outstanding events of the open transaction `txn`.
+    pub fn add(&mut self, txn: TxnId, events: usize) {
+        let p = self.pending(txn);
+        assert!(p.end_lsn.is_none(), "events added to sealed transaction {txn}");
+        p.remaining += events;
+        self.events_in_flight += events;
+    }
+
+    /// The open transaction `txn` has committed at `end_lsn`: no more events will be added, and
+    /// once they are all done it is confirmable.
+    pub fn seal(&mut self, txn: TxnId, end_lsn: Lsn) {
+        let p = self.pending(txn);
+        assert!(p.end_lsn.is_none(), "transaction {txn} sealed twice");
+        p.end_lsn = Some(end_lsn);
+        self.advance();
+    }
+
+    fn pending(&mut self, txn: TxnId) -> &mut Pending {
+        let index = txn
+            .checked_sub(self.front)
+            .expect("event of an already confirmed transaction") as usize;
+        &mut self.queue[index]
     }
 
     /// One event of `txn` is done.
     pub fn done(&mut self, txn: TxnId) {
-        let index = txn
-            .checked_sub(self.front)
-            .expect("event of an already confirmed transaction") as usize;
-        let p = &mut self.queue[index];
+        let front = txn == self.front;
+        let p = self.pending(txn);
         assert!(
             p.remaining > 0,
             "more completions than events in transaction {txn}"
         );
         p.remaining -= 1;
         self.events_in_flight -= 1;
-        if index == 0 {
+        if front {
             self.advance();
         }
     }
 
     fn advance(&mut self) {
         while let Some(p) = self.queue.front() {
-            if p.remaining > 0 {
+            let Some(end_lsn) = p.end_lsn.filter(|_| p.remaining == 0) else {
                 break;
-            }
-            self.confirmed = self.confirmed.max(p.end_lsn);
+            };
+            self.confirmed = self.confirmed.max(end_lsn);
             self.queue.pop_front();
             self.front += 1;
         }
@@ -168,6 +203,120 @@ mod tests {
         assert_eq!(t.confirmed(), Lsn(1000));
         t.confirm_idle(Lsn(900));
         assert_eq!(t.confirmed(), Lsn(1000));
+    }
+
+    #[test]
+    fn an_open_transaction_holds_confirmation_until_sealed() {
+        let mut t = AckTracker::new(Lsn(100));
+        let a = t.push(Lsn(150), 1, None);
+        let b = t.open(None);
+        t.add(b, 2);
+        t.done(b);
+        t.done(b);
+        t.done(a);
+        assert_eq!(t.confirmed(), Lsn(150), "b's events are done but b is still open");
+        assert!(!t.is_idle(), "an open transaction is not idle");
+        t.confirm_idle(Lsn(1000));
+        assert_eq!(t.confirmed(), Lsn(150));
+        t.add(b, 1);
+        assert_eq!(t.events_in_flight(), 1);
+        t.seal(b, Lsn(300));
+        assert_eq!(t.confirmed(), Lsn(150), "sealed, one event still outstanding");
+        t.done(b);
+        assert_eq!(t.confirmed(), Lsn(300));
+        assert!(t.is_idle());
+    }
+
+    #[test]
+    fn an_empty_open_transaction_confirms_at_its_seal() {
+        let mut t = AckTracker::new(Lsn(0));
+        let a = t.open(None);
+        assert_eq!(t.confirmed(), Lsn(0));
+        t.seal(a, Lsn(40));
+        assert_eq!(t.confirmed(), Lsn(40));
+        assert!(t.is_idle());
+    }
+
+    #[test]
+    #[should_panic(expected = "sealed transaction")]
+    fn adding_to_a_sealed_transaction_is_a_bug() {
+        let mut t = AckTracker::new(Lsn(0));
+        let a = t.open(None);
+        t.add(a, 1);
+        t.seal(a, Lsn(10));
+        t.add(a, 1);
+    }
+
+    /// Transactions streamed in chunks: each is opened, gets its events in random chunks with
+    /// completions interleaved anywhere (even before later chunks are added), then sealed. The
+    /// confirmed LSN is always exactly the end of the longest prefix of sealed transactions
+    /// whose events are all done.
+    #[test]
+    fn streamed_transactions_confirm_exactly_the_sealed_done_prefix() {
+        use proptest::prelude::*;
+        proptest!(|(sizes in prop::collection::vec(0usize..6, 1..20), seed in any::<u64>())| {
+            let mut t = AckTracker::new(Lsn(0));
+            let mut s = seed;
+            let mut rand = move |n: usize| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (s >> 33) as usize % n.max(1)
+            };
+            // Per transaction: events added so far, done so far, sealed.
+            let mut added = vec![0usize; sizes.len()];
+            let mut done = vec![0usize; sizes.len()];
+            let mut sealed = vec![false; sizes.len()];
+            let mut ids = Vec::new();
+            let mut next = 0; // next transaction to open (they open in commit order)
+            loop {
+                let expected = (0..ids.len())
+                    .take_while(|&i| sealed[i] && done[i] == added[i])
+                    .count();
+                prop_assert_eq!(t.confirmed(), Lsn(expected as u64 * 10));
+                // Pick an action: open the next transaction, add a chunk or seal the newest
+                // open one, or complete any outstanding event.
+                let open = (0..ids.len()).find(|&i| !sealed[i]);
+                let outstanding: Vec<usize> = (0..ids.len()).filter(|&i| done[i] < added[i]).collect();
+                let mut actions = Vec::new();
+                match open {
+                    Some(i) if added[i] < sizes[i] => actions.push(0),
+                    Some(_) => actions.push(1),
+                    None if next < sizes.len() => actions.push(2),
+                    None => {}
+                }
+                if !outstanding.is_empty() {
+                    actions.push(3);
+                }
+                if actions.is_empty() {
+                    break;
+                }
+                match actions[rand(actions.len())] {
+                    0 => {
+                        let i = open.unwrap();
+                        let chunk = 1 + rand(sizes[i] - added[i]);
+                        t.add(ids[i], chunk);
+                        added[i] += chunk;
+                    }
+                    1 => {
+                        let i = open.unwrap();
+                        t.seal(ids[i], Lsn((i as u64 + 1) * 10));
+                        sealed[i] = true;
+                    }
+                    2 => {
+                        ids.push(t.open(None));
+                        next += 1;
+                    }
+                    _ => {
+                        let i = outstanding[rand(outstanding.len())];
+                        t.done(ids[i]);
+                        done[i] += 1;
+                    }
+                }
+                let in_flight: usize = (0..ids.len()).map(|i| added[i] - done[i]).sum();
+                prop_assert_eq!(t.events_in_flight(), in_flight);
+            }
+            prop_assert_eq!(t.confirmed(), Lsn(sizes.len() as u64 * 10));
+            prop_assert!(t.is_idle());
+        });
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod ack;
 pub mod checks;
 pub mod event;
+pub mod kafka_health;
 pub mod leader;
 pub mod lsn;
 pub mod mark;

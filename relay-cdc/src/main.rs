@@ -139,6 +139,10 @@ struct RunArgs {
     /// Stop reading the WAL while this many events await Kafka or the mark.
     #[arg(long, env = "RELAY_MAX_IN_FLIGHT", default_value_t = 20_000)]
     max_in_flight: usize,
+    /// ...or while the events handed to Kafka and not yet acknowledged hold this many bytes
+    /// (with --max-in-flight, this bounds the relay's memory, whatever a transaction's size).
+    #[arg(long, env = "RELAY_MAX_IN_FLIGHT_BYTES", default_value_t = 16 << 20)]
+    max_in_flight_bytes: usize,
     /// Mark delivered rows sent in batches of up to this many...
     #[arg(long, env = "RELAY_MARK_BATCH", default_value_t = 5_000)]
     mark_batch: usize,
@@ -211,6 +215,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         message_prefix: args.message_prefix,
         producer: args.kafka.producer(),
         max_in_flight: args.max_in_flight.max(1),
+        max_in_flight_bytes: args.max_in_flight_bytes.max(1),
         mark_batch: args.mark_batch.max(1),
         mark_interval: Duration::from_millis(args.mark_interval_ms.max(1)),
     };

@@ -90,6 +90,8 @@ impl EventProducer {
             .set("acks", "all")
             // Never give up on a message because Kafka is down: 0 = retry until delivered.
             .set("message.timeout.ms", "0")
+            // Reconnect within a second of the broker's return (the default backs off to 10 s).
+            .set("reconnect.backoff.max.ms", "1000")
             .set("linger.ms", cfg.linger_ms.to_string())
             .set("batch.num.messages", "10000")
             .set("queue.buffering.max.messages", "200000")

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::ack::{AckTracker, TxnId};
 use crate::event::{self, OutboxRow};
+use crate::kafka_health::KafkaHealth;
 use crate::lsn::Lsn;
 use crate::mark::{self, MarkDone, MarkRequest};
 use crate::metrics::Metrics;
@@ -37,6 +38,8 @@ pub struct RelayConfig {
     pub producer: ProducerConfig,
     /// Stop reading the stream while this many events are not yet confirmed.
     pub max_in_flight: usize,
+    /// ...or while the events handed to Kafka and not yet acknowledged hold this many bytes.
+    pub max_in_flight_bytes: usize,
     /// Mark delivered rows `sent` once this many are waiting...
     pub mark_batch: usize,
     /// ...or this long after the first of them was delivered.
@@ -133,22 +136,32 @@ impl Terms<'_> {
     }
 }
 
-/// Exponential backoff, 200 ms to 10 s, cut short by shutdown.
-pub(crate) struct Backoff(Duration);
+/// Exponential backoff, 200 ms to 10 s (or a shorter maximum), cut short by shutdown.
+pub(crate) struct Backoff {
+    next: Duration,
+    max: Duration,
+}
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self(Duration::from_millis(200))
+        Self::with_max(Duration::from_secs(10))
     }
 }
 
 impl Backoff {
+    pub(crate) fn with_max(max: Duration) -> Self {
+        Self {
+            next: Duration::from_millis(200).min(max),
+            max,
+        }
+    }
+
     pub(crate) async fn wait(&mut self, shutdown: &mut watch::Receiver<bool>) {
         tokio::select! {
-            _ = tokio::time::sleep(self.0) => {}
+            _ = tokio::time::sleep(self.next) => {}
             _ = shutdown.changed() => {}
         }
-        self.0 = (self.0 * 2).min(Duration::from_secs(10));
+        self.next = (self.next * 2).min(self.max);
     }
 }
 
@@ -175,7 +188,15 @@ async fn lead(
     let mut repl = ReplicationClient::connect(&cfg.database_url)
         .await
         .context("opening the replication connection")?;
-    let mut pipeline = Pipeline::new(cfg, pool.clone(), producer, deliveries, metrics.clone()).await?;
+    let mut pipeline = Pipeline::new(
+        cfg,
+        pool.clone(),
+        producer,
+        deliveries,
+        metrics.clone(),
+        ready.clone(),
+    )
+    .await?;
 
     let existing = slot::inspect(pool, &cfg.slot).await?;
     if let Some(reason) = existing.needs_recreate() {
@@ -215,9 +236,10 @@ pub(crate) async fn wait_for_kafka(
     servers: &str,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut backoff = Backoff::default();
+    // Short: once the broker is back, leading resumes within about two seconds.
+    let mut backoff = Backoff::with_max(Duration::from_secs(2));
     loop {
-        let check = tokio::task::block_in_place(|| producer.check(Duration::from_secs(5)));
+        let check = tokio::task::block_in_place(|| producer.check(Duration::from_secs(2)));
         match check {
             Ok(()) => return Ok(()),
             Err(e) => {
@@ -240,7 +262,8 @@ enum Source {
     Message,
 }
 
-/// An event of a committed transaction, ready to produce.
+/// An event of a committed transaction (or of one whose Begin has arrived: pgoutput protocol 1
+/// sends only committed transactions), ready to produce.
 struct Outgoing {
     txn: TxnId,
     envelope: Envelope,
@@ -257,12 +280,28 @@ struct InFlight {
     commit_time: Option<DateTime<Utc>>,
     /// Kept for message events only: parking one writes it as a row.
     envelope: Option<Box<Envelope>>,
+    /// Size of the record's value, counted in [`Pipeline::bytes_in_flight`].
+    bytes: usize,
 }
 
-/// The transaction being received (between Begin and Commit).
-#[derive(Default)]
+/// A chunk of a transaction is produced once it holds this many events...
+const CHUNK_EVENTS: usize = 1000;
+/// ...or this many bytes of envelope, whichever comes first.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// The transaction being received (between Begin and Commit). pgoutput protocol 1 sends a
+/// transaction only once it has committed, and its Begin carries the commit time, so its
+/// events are produced in chunks as they arrive: memory does not grow with the transaction.
+/// It is registered in the ack tracker at Begin and sealed there at Commit (with the end LSN
+/// the slot may then be confirmed to).
 struct OpenTxn {
-    events: Vec<(Envelope, Source)>,
+    id: TxnId,
+    commit_time: Option<DateTime<Utc>>,
+    /// Its commit precedes the position streaming started from: an earlier run may have sent
+    /// some of its rows, so each chunk is checked against the table first.
+    recheck: bool,
+    chunk: Vec<(Envelope, Source)>,
+    chunk_bytes: usize,
 }
 
 struct Pipeline {
@@ -274,6 +313,8 @@ struct Pipeline {
     metrics: Metrics,
     ack: AckTracker,
     in_flight: HashMap<Token, InFlight>,
+    /// Bytes of the records in `in_flight` (handed to Kafka, not yet acknowledged).
+    bytes_in_flight: usize,
     next_token: Token,
     /// Delivered rows waiting for the next mark batch.
     to_mark: (Vec<Uuid>, Vec<TxnId>),
@@ -285,8 +326,11 @@ struct Pipeline {
     parked: HashMap<String, bool>,
     message_prefix: String,
     max_in_flight: usize,
+    max_in_flight_bytes: usize,
     mark_batch: usize,
     mark_interval: Duration,
+    /// Readiness while streaming: false while Kafka does not acknowledge.
+    health: KafkaHealth,
 }
 
 impl Pipeline {
@@ -296,6 +340,7 @@ impl Pipeline {
         producer: EventProducer,
         deliveries: mpsc::UnboundedReceiver<Delivery>,
         metrics: Metrics,
+        ready: Readiness,
     ) -> anyhow::Result<Self> {
         let (marks, requests) = mpsc::channel(4);
         let (done_tx, marked) = mpsc::unbounded_channel();
@@ -319,6 +364,7 @@ impl Pipeline {
             metrics,
             ack: AckTracker::new(Lsn::INVALID),
             in_flight: HashMap::new(),
+            bytes_in_flight: 0,
             next_token: 0,
             to_mark: (Vec::new(), Vec::new()),
             first_unmarked: None,
@@ -326,8 +372,10 @@ impl Pipeline {
             parked: parked.into_iter().map(|a| (a, true)).collect(),
             message_prefix: cfg.message_prefix.clone(),
             max_in_flight: cfg.max_in_flight,
+            max_in_flight_bytes: cfg.max_in_flight_bytes,
             mark_batch: cfg.mark_batch,
             mark_interval: cfg.mark_interval,
+            health: KafkaHealth::new(ready),
         })
     }
 
@@ -413,8 +461,11 @@ impl Pipeline {
         let mut published_at_log = self.metrics.published.get();
         loop {
             self.send_queued();
-            let can_read =
-                !stopping && self.queued.is_empty() && self.ack.events_in_flight() < self.max_in_flight;
+            // Backpressure: the stream waits (in the server and the socket) rather than in memory.
+            let can_read = !stopping
+                && self.queued.is_empty()
+                && self.ack.events_in_flight() < self.max_in_flight
+                && self.bytes_in_flight < self.max_in_flight_bytes;
             tokio::select! {
                 Some(d) = self.deliveries.recv() => self.on_delivery(d).await?,
                 Some(done) = self.marked.recv() => self.on_marked(done),
@@ -433,8 +484,10 @@ impl Pipeline {
                 },
                 _ = tick.tick() => {
                     self.flush_marks(true).await?;
+                    self.health.check(self.in_flight.len(), &self.producer)?;
                     self.metrics.lag_seconds.set(self.ack.oldest_age_seconds());
-                    if last_limits.elapsed() >= Duration::from_secs(30) {
+                    // Not while Kafka is down: the request would hold up the loop for its timeout.
+                    if last_limits.elapsed() >= Duration::from_secs(30) && self.health.healthy() {
                         // An operator may raise a topic's limit; new events then pass.
                         if let Err(e) = self.producer.refresh_topic_limits().await {
                             tracing::warn!(error = %e, "could not refresh topic size limits");
@@ -469,7 +522,9 @@ impl Pipeline {
                 self.metrics.confirmed_lsn.set(confirmed.0 as i64);
                 reported = confirmed;
             }
-            if stopping && self.ack.is_idle() && self.queued.is_empty() {
+            // Every produced event is finished. A transaction still open (its Commit not read) is
+            // not confirmed, so the server sends it again next time.
+            if stopping && self.ack.events_in_flight() == 0 && self.queued.is_empty() {
                 self.producer.flush(Duration::from_secs(10))?;
                 tracing::info!(confirmed = %reported, "drained; confirmed and stopping");
                 drop(stream);
@@ -487,7 +542,19 @@ impl Pipeline {
         recheck_until: Lsn,
     ) -> anyhow::Result<()> {
         match pgoutput::decode(data).context("decoding pgoutput")? {
-            LogicalMessage::Begin(_) => *open = Some(OpenTxn::default()),
+            LogicalMessage::Begin(b) => {
+                if open.is_some() {
+                    bail!("Begin inside a transaction");
+                }
+                let commit_time = pgoutput::pg_timestamp_to_utc(b.commit_time);
+                *open = Some(OpenTxn {
+                    id: self.ack.open(commit_time),
+                    commit_time,
+                    recheck: b.final_lsn < recheck_until,
+                    chunk: Vec::new(),
+                    chunk_bytes: 0,
+                });
+            }
             LogicalMessage::Relation(r) => relations.insert(r),
             LogicalMessage::Insert(insert) => {
                 let row = relations.row(&insert)?;
@@ -497,7 +564,7 @@ impl Pipeline {
                 let txn = open.as_mut().context("Insert outside a transaction")?;
                 match event::from_row(&row) {
                     Ok(e) if e.status == "new" || e.status == "processing" => {
-                        txn.events.push((e.envelope, Source::Row))
+                        self.add_to_chunk(txn, e.envelope, Source::Row).await?
                     }
                     Ok(_) => {} // inserted as sent or failed: nothing to publish
                     Err(err) => match event::row_id(&row) {
@@ -523,7 +590,7 @@ impl Pipeline {
             LogicalMessage::Message(m) if m.prefix == self.message_prefix => {
                 match event::from_message(m.content) {
                     Ok(envelope) if m.transactional => match open.as_mut() {
-                        Some(txn) => txn.events.push((envelope, Source::Message)),
+                        Some(txn) => self.add_to_chunk(txn, envelope, Source::Message).await?,
                         None => bail!("transactional message outside a transaction"),
                     },
                     Ok(envelope) => {
@@ -548,28 +615,54 @@ impl Pipeline {
             }
             LogicalMessage::Message(_) | LogicalMessage::Skipped(_) => {}
             LogicalMessage::Commit(c) => {
-                let txn = open.take().context("Commit without Begin")?;
-                let commit_time = pgoutput::pg_timestamp_to_utc(c.commit_time);
-                let mut events = txn.events;
-                if c.end_lsn <= recheck_until {
-                    let done = self.already_finished(&events).await?;
-                    if !done.is_empty() {
-                        self.metrics.skipped.inc_by(done.len() as u64);
-                        events.retain(|(e, s)| *s == Source::Message || !done.contains(&e.id));
-                    }
-                }
-                let id = self.ack.push(c.end_lsn, events.len(), commit_time);
-                tracing::trace!(lsn = %c.end_lsn, events = events.len(), "transaction committed");
-                for (envelope, source) in events {
-                    self.submit(Outgoing {
-                        txn: id,
-                        envelope,
-                        source,
-                        commit_time,
-                    })
-                    .await;
-                }
+                let mut txn = open.take().context("Commit without Begin")?;
+                self.produce_chunk(&mut txn).await?;
+                self.ack.seal(txn.id, c.end_lsn);
+                tracing::trace!(lsn = %c.end_lsn, "transaction committed");
             }
+        }
+        Ok(())
+    }
+
+    /// Adds an event to the open transaction's chunk, producing the chunk when it is full.
+    async fn add_to_chunk(
+        &mut self,
+        txn: &mut OpenTxn,
+        envelope: Envelope,
+        source: Source,
+    ) -> anyhow::Result<()> {
+        // Payload and fields dominate the record; an estimate is enough to bound the chunk.
+        txn.chunk_bytes += approx_json_len(&envelope.payload) + envelope.aggregate_id.len() + 200;
+        txn.chunk.push((envelope, source));
+        if txn.chunk.len() >= CHUNK_EVENTS || txn.chunk_bytes >= CHUNK_BYTES {
+            self.produce_chunk(txn).await?;
+        }
+        Ok(())
+    }
+
+    /// Produces the open transaction's chunk (rows an earlier run already finished skipped).
+    async fn produce_chunk(&mut self, txn: &mut OpenTxn) -> anyhow::Result<()> {
+        let mut events = std::mem::take(&mut txn.chunk);
+        txn.chunk_bytes = 0;
+        if events.is_empty() {
+            return Ok(());
+        }
+        if txn.recheck {
+            let done = self.already_finished(&events).await?;
+            if !done.is_empty() {
+                self.metrics.skipped.inc_by(done.len() as u64);
+                events.retain(|(e, s)| *s == Source::Message || !done.contains(&e.id));
+            }
+        }
+        self.ack.add(txn.id, events.len());
+        for (envelope, source) in events {
+            self.submit(Outgoing {
+                txn: txn.id,
+                envelope,
+                source,
+                commit_time: txn.commit_time,
+            })
+            .await;
         }
         Ok(())
     }
@@ -630,6 +723,8 @@ impl Pipeline {
         match self.producer.send(token, &out.envelope, &value) {
             Ok(()) => {
                 self.next_token += 1;
+                self.health.produced(self.in_flight.len());
+                self.bytes_in_flight += value.len();
                 tracing::trace!(event_id = %out.envelope.id, aggregate_id = %out.envelope.aggregate_id, "produced");
                 self.in_flight.insert(
                     token,
@@ -640,6 +735,7 @@ impl Pipeline {
                         commit_time: out.commit_time,
                         envelope: (out.source == Source::Message).then(|| Box::new(out.envelope.clone())),
                         aggregate_id: out.envelope.aggregate_id.clone(),
+                        bytes: value.len(),
                     },
                 );
                 true
@@ -675,6 +771,8 @@ impl Pipeline {
             .in_flight
             .remove(&d.token)
             .context("delivery report for an unknown event")?;
+        self.health.delivered();
+        self.bytes_in_flight -= f.bytes;
         match d.result {
             Ok((partition, offset)) => {
                 self.metrics.published.inc();
@@ -785,6 +883,23 @@ impl Pipeline {
             .marks
             .send(failure_request(txn, envelope, source, reason))
             .await;
+    }
+}
+
+/// Roughly the serialized size of a JSON value, without serializing it.
+fn approx_json_len(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match v {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 12,
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => 2 + a.iter().map(|v| approx_json_len(v) + 1).sum::<usize>(),
+        Value::Object(o) => {
+            2 + o
+                .iter()
+                .map(|(k, v)| k.len() + 4 + approx_json_len(v))
+                .sum::<usize>()
+        }
     }
 }
 

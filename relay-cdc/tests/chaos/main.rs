@@ -10,6 +10,7 @@ mod common;
 mod report;
 
 mod kill9;
+mod large_txn;
 mod outage;
 mod poison;
 mod settings;
