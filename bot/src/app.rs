@@ -303,7 +303,6 @@ impl App {
                     vec![
                         button("👍 Remove the chair", "/vote yes"),
                         button("👎 Keep the chair", "/vote no"),
-                        button("🗳 Close the vote", "/votum_result"),
                     ]
                 } else {
                     vec![button("🗳 Vote of no confidence", "/votum")]

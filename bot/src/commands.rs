@@ -3,7 +3,9 @@
 
 use thiserror::Error;
 
-use crate::game::{Command, Currency, OrderKind, Refusal, parse_amount};
+use crate::game::refusal::echo;
+use crate::game::rules::MAX_ROUNDS;
+use crate::game::{Command, Currency, OrderKind, Refusal, parse_amount, parse_whole};
 
 /// A parsed chat command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +44,6 @@ pub enum ParseError {
     Unknown(String),
     #[error("Usage: {0}")]
     Usage(&'static str),
-    #[error("“{0}” is not a number of rounds: use /startgame or /startgame 3.")]
-    Rounds(String),
     #[error("{0}")]
     Refused(#[from] Refusal),
 }
@@ -65,7 +65,7 @@ pub const COMMANDS: &[CommandHelp] = &[
     help("joingame", "", "join the game in the lobby"),
     help("begin_round", "", "the chair starts round 1"),
     help("ready", "", "you are done with this phase"),
-    help("next_phase", "", "the chair ends the phase now"),
+    help("next_phase", "", "the chair moves on once a majority is ready"),
     help("menu", "", "buttons for this phase"),
     help(
         "status",
@@ -82,8 +82,12 @@ pub const COMMANDS: &[CommandHelp] = &[
     ),
     help("votum", "", "call a vote of no confidence in the chair"),
     help("vote", "yes|no", "vote in the open vote of no confidence"),
-    help("votum_result", "", "close the vote now"),
-    help("endgame", "", "the chair ends the game"),
+    help("votum_result", "", "how the open vote stands and when it closes"),
+    help(
+        "endgame",
+        "",
+        "end the game early (the chair proposes, a majority agrees)",
+    ),
     help("rules", "", "the rules the game plays by"),
     help("leaderboard", "", "wins and games across all chats"),
     help("help", "", "this list"),
@@ -128,6 +132,22 @@ pub fn parse(text: &str, bot_username: Option<&str>) -> Option<Result<Input, Par
     Some(parse_command(&name.to_lowercase(), &args))
 }
 
+/// `/startgame N`: any number out of range, negative or huge, gets the same refusal as 0.
+fn parse_rounds(typed: &str) -> Result<u32, Refusal> {
+    let invalid = || Refusal::InvalidRounds {
+        got: echo(typed),
+        min: 1,
+        max: MAX_ROUNDS,
+    };
+    match parse_whole(typed) {
+        Ok(Some(n)) => u32::try_from(n)
+            .ok()
+            .filter(|r| (1..=MAX_ROUNDS).contains(r))
+            .ok_or_else(invalid),
+        Ok(None) | Err(_) => Err(invalid()),
+    }
+}
+
 fn parse_command(name: &str, args: &[&str]) -> Result<Input, ParseError> {
     let game = |c: Command| Ok(Input::Game(c));
     match (name, args) {
@@ -137,10 +157,9 @@ fn parse_command(name: &str, args: &[&str]) -> Result<Input, ParseError> {
         ("leaderboard", _) => Ok(Input::Leaderboard),
         ("menu", _) => Ok(Input::Menu),
         ("startgame", []) => Ok(Input::StartGame { rounds: None }),
-        ("startgame", [n]) => n
-            .parse()
-            .map(|r| Input::StartGame { rounds: Some(r) })
-            .map_err(|_| ParseError::Rounds((*n).to_owned())),
+        ("startgame", [n]) => Ok(Input::StartGame {
+            rounds: Some(parse_rounds(n)?),
+        }),
         ("startgame", _) => Err(ParseError::Usage("/startgame [rounds], e.g. /startgame 3")),
         ("joingame", _) => game(Command::JoinGame),
         ("begin_round", _) => game(Command::BeginRound),
@@ -177,12 +196,23 @@ fn parse_command(name: &str, args: &[&str]) -> Result<Input, ParseError> {
             kind: kind.parse::<OrderKind>()?,
             target: None,
         }),
-        ("orders", [kind, target]) => game(Command::SubmitOrder {
-            kind: kind.parse::<OrderKind>()?,
-            target: Some((*target).to_owned()),
-        }),
+        // Two words may be one kind: "/orders trade pact", as the menu names it.
+        ("orders", [first, second]) => match format!("{first} {second}").parse::<OrderKind>() {
+            Ok(kind) => game(Command::SubmitOrder { kind, target: None }),
+            Err(_) => game(Command::SubmitOrder {
+                kind: first.parse::<OrderKind>()?,
+                target: Some((*second).to_owned()),
+            }),
+        },
+        ("orders", [first, second, target]) => match format!("{first} {second}").parse::<OrderKind>() {
+            Ok(kind) => game(Command::SubmitOrder {
+                kind,
+                target: Some((*target).to_owned()),
+            }),
+            Err(_) => Err(ParseError::Usage(ORDERS_USAGE)),
+        },
         ("orders", _) => Err(ParseError::Usage(ORDERS_USAGE)),
-        (other, _) => Err(ParseError::Unknown(other.to_owned())),
+        (other, _) => Err(ParseError::Unknown(echo(other))),
     }
 }
 
@@ -235,6 +265,20 @@ mod tests {
             })
         );
         assert_eq!(ok("/vote no"), Input::Game(Command::VotumVote { yes: false }));
+        assert_eq!(
+            ok("/orders trade pact @bob"),
+            Input::Game(Command::SubmitOrder {
+                kind: OrderKind::TradePact,
+                target: Some("@bob".into())
+            })
+        );
+        assert_eq!(
+            ok("/orders Trade pact"),
+            Input::Game(Command::SubmitOrder {
+                kind: OrderKind::TradePact,
+                target: None
+            })
+        );
         assert_eq!(ok("/status@nemobot"), Input::Game(Command::Status));
     }
 
@@ -264,10 +308,23 @@ mod tests {
         assert!(err("/orders dance").starts_with("Unknown order “dance”"));
         assert_eq!(err("/orders a b c"), format!("Usage: {ORDERS_USAGE}"));
         assert_eq!(err("/vote maybe"), format!("Usage: {VOTE_USAGE}"));
+        // Every bad number of rounds gets one and the same kind of reply.
+        for bad in ["-1", "0", "many", "99999999999999999999", "15"] {
+            assert_eq!(
+                err(&format!("/startgame {bad}")),
+                format!("Rounds must be a whole number from 1 to 14; got {bad}.")
+            );
+        }
         assert_eq!(
-            err("/startgame many"),
-            "“many” is not a number of rounds: use /startgame or /startgame 3."
+            err("/bid 99999999999999999999"),
+            "99999999999999999999 is far more than anyone has: use a smaller amount."
         );
+        assert_eq!(
+            err("/orders s"),
+            "“s” could be security, stimulus, sanctions: type more of the name."
+        );
+        let long = format!("/{}", "z".repeat(4000));
+        assert!(err(&long).chars().count() < 140, "{}", err(&long));
     }
 
     #[test]

@@ -46,11 +46,18 @@ alice /ready
 bob /ready
 carol /ready
 # round 2: a vote of no confidence that fails, then the chair pushes on
+alice /votum
 bob /votum
+carol /votum_result
 alice /vote no
 carol /vote no
 alice /next_phase
+bob /ready
 alice /next_phase
+bob /endgame
+bob /ready
+alice /next_phase
+bob /ready
 alice /next_phase
 alice /gameinfo
 carol /leaderboard
@@ -104,9 +111,14 @@ async fn a_three_player_game_through_the_console() {
         "[to alice] Your decrees: Invest, Sanctions → Sudmark.",
         "📊 Round 1 resolved:",
         "🔔 Round 2 of 2.",
+        "You chair the council: a vote of no confidence is for the others to call.",
         "🗳 Bob calls a vote of no confidence",
         "  buttons: [👍 Yes, remove the chair] /vote yes · [👎 No] /vote no",
+        "The vote stays open until everyone has voted or this phase ends (1 of 3 voted).",
         "🗳 The vote fails: 1 yes, 2 no of 3. Alice (Nordavia) keeps the chair.",
+        "Not yet: 1 of 3 ready, counting you; /next_phase needs a majority (2) or the phase's deadline.",
+        "⏭ Alice moves on (2 of 3 ready); passive: Carol.",
+        "Only the chair can propose to end the game; the others then agree with /endgame.",
         "🏁 Game over after 2 rounds!",
         "🏆 No finished games on the leaderboard yet.",
     ];

@@ -106,9 +106,9 @@ async fn a_finished_game_shows_up_in_the_leaderboard() {
     ok(&app, CHAT, &cid, "/joingame").await;
     ok(&app, CHAT, &ann, "/begin_round").await;
     ok(&app, CHAT, &ben, "/bid 30").await;
-    ok(&app, CHAT, &ann, "/next_phase").await;
+    everyone_ready(&app, CHAT).await;
     ok(&app, CHAT, &ben, "/give @cid 25").await;
-    ok(&app, CHAT, &ann, "/next_phase").await;
+    everyone_ready(&app, CHAT).await;
     ok(&app, CHAT, &cid, "/orders invest").await;
     let end = finish(&app, CHAT, &ann).await;
     assert!(end.contains("🏁 Game over after 1 round"), "{end}");

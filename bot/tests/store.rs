@@ -167,7 +167,7 @@ async fn bad_input_gets_a_clear_reply_and_changes_nothing() {
         (
             &alice,
             "/startgame lots",
-            "“lots” is not a number of rounds: use /startgame or /startgame 3.",
+            "Rounds must be a whole number from 1 to 14; got lots.",
         ),
     ];
     for (who, text, reply) in cases {
@@ -176,7 +176,7 @@ async fn bad_input_gets_a_clear_reply_and_changes_nothing() {
     assert_eq!(footprint(&db.pool).await, lobby);
 
     ok(&app, CHAT, &alice, "/begin_round").await;
-    ok(&app, CHAT, &alice, "/next_phase").await;
+    everyone_ready(&app, CHAT).await;
     let negotiations = footprint(&db.pool).await;
     assert_eq!(
         refused(&app, CHAT, &alice, "/give @zed 5").await,
@@ -186,6 +186,22 @@ async fn bad_input_gets_a_clear_reply_and_changes_nothing() {
         refused(&app, CHAT, &alice, "/give @alice 5").await,
         "You cannot target yourself."
     );
+    // A 4000-character argument comes back cut to 64 characters, never in full.
+    let long = "q".repeat(4000);
+    for text in [
+        format!("/give @{long} 5"),
+        format!("/give @bob {long}"),
+        format!("/{long}"),
+        format!("/orders {long}"),
+    ] {
+        let reply = refused(&app, CHAT, &alice, &text).await;
+        assert!(
+            reply.chars().count() < 240,
+            "{} chars: {reply}",
+            reply.chars().count()
+        );
+        assert!(reply.contains(&format!("{}…", "q".repeat(60))), "{reply}");
+    }
     assert!(
         refused(&app, CHAT, &alice, "/give @bob 100000")
             .await
@@ -222,7 +238,7 @@ async fn a_redelivered_update_changes_and_emits_nothing() {
     ok(&app, CHAT, &alice, "/startgame").await;
     ok(&app, CHAT, &bob, "/joingame").await;
     ok(&app, CHAT, &alice, "/begin_round").await;
-    ok(&app, CHAT, &alice, "/next_phase").await;
+    everyone_ready(&app, CHAT).await;
     let coins = |g: &game::Game| g.players.iter().map(|p| p.coins).collect::<Vec<_>>();
     let before = coins(&latest(&app, CHAT).await);
 
@@ -252,7 +268,7 @@ async fn a_redelivered_update_changes_and_emits_nothing() {
     // A refused update is remembered too: redelivered later, it is not re-judged.
     let r = send(&app, CHAT, ChatKind::Group, &bob, "/orders invest", Some(502)).await;
     assert_eq!(r.status, Status::Refused);
-    ok(&app, CHAT, &alice, "/next_phase").await;
+    everyone_ready(&app, CHAT).await;
     let r = send(&app, CHAT, ChatKind::Group, &bob, "/orders invest", Some(502)).await;
     assert_eq!(r.status, Status::Duplicate);
     let (accepted, refusal): (bool, Option<String>) =

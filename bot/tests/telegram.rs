@@ -280,9 +280,20 @@ async fn a_three_player_game_through_the_telegram_adapter() {
     );
 
     // The chair pushes through round 2; the final standings are posted.
+    step(
+        &fake,
+        &alice,
+        GROUP,
+        "/next_phase",
+        "Not yet: 1 of 3 ready, counting you",
+    )
+    .await;
+    step(&fake, &bob, GROUP, "/ready", "Bob is ready").await;
     step(&fake, &alice, GROUP, "/next_phase", "Negotiations").await;
     step(&fake, &bob, GROUP, "/next_phase", "Only the chair can do that.").await;
+    step(&fake, &bob, GROUP, "/ready", "Bob is ready").await;
     step(&fake, &alice, GROUP, "/next_phase", "📜 Orders:").await;
+    step(&fake, &bob, GROUP, "/ready", "Bob is ready").await;
     let end = step(
         &fake,
         &alice,

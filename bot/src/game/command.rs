@@ -6,8 +6,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::refusal::Refusal;
-use super::state::{Currency, OrderKind, PlayerId};
+use super::refusal::{Refusal, echo};
+use super::state::{Currency, OrderKind, Phase, PlayerId};
 
 /// Who sends a command. The name and username are taken at join time and used to find
 /// `@targets`.
@@ -43,8 +43,16 @@ pub enum Command {
     /// The chair starts round 1.
     BeginRound,
     Ready,
-    /// The chair ends the current phase without waiting for everyone.
+    /// The chair ends the current phase without waiting for everyone: accepted once a majority
+    /// is ready.
     NextPhase,
+    /// The current phase's deadline passed (sent by the bot, not typed): the phase ends, whoever
+    /// is not ready stays passive. Names the phase it ends, so a late or repeated deadline of a
+    /// phase that already ended changes nothing.
+    Deadline {
+        round: u32,
+        phase: Phase,
+    },
     /// `to` as typed: @username, name, country or numeric id.
     Give {
         to: String,
@@ -60,6 +68,8 @@ pub enum Command {
     },
     /// Withdraws this round's orders (a misclick in the `/orders` menu is easy).
     ClearOrders,
+    /// In the lobby the chair closes the game; later it is a vote to end the game early, which
+    /// the chair proposes and a majority of players must agree to.
     EndGame,
     Votum,
     VotumVote {
@@ -79,12 +89,23 @@ impl Command {
     }
 }
 
+/// A typed whole number: `Ok(None)` when it is not one, `Err` when it is one too large for i64
+/// (a run of digits is a number, however long: "99999999999999999999" is too large, not malformed).
+pub fn parse_whole(s: &str) -> Result<Option<i64>, Refusal> {
+    let t = s.trim();
+    if let Ok(n) = t.parse() {
+        return Ok(Some(n));
+    }
+    let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Refusal::AmountTooLarge(echo(t)));
+    }
+    Ok(None)
+}
+
 /// Parses a typed amount; the refusal is the chat reply.
 pub fn parse_amount(s: &str) -> Result<i64, Refusal> {
-    let n: i64 = s
-        .trim()
-        .parse()
-        .map_err(|_| Refusal::MalformedAmount(s.trim().to_owned()))?;
+    let n = parse_whole(s)?.ok_or_else(|| Refusal::MalformedAmount(echo(s)))?;
     if n <= 0 {
         return Err(Refusal::NonPositiveAmount(n));
     }
@@ -94,7 +115,8 @@ pub fn parse_amount(s: &str) -> Result<i64, Refusal> {
 impl FromStr for OrderKind {
     type Err = Refusal;
 
-    /// Accepts the snake_case name, the title, or a unique prefix ("spy" and "pact" too).
+    /// Accepts the snake_case name, the title ("trade pact"), or a unique prefix ("spy" and
+    /// "pact" too); a prefix of several names is ambiguous, not unknown.
     fn from_str(s: &str) -> Result<Self, Refusal> {
         let k = s.trim().to_lowercase().replace([' ', '-'], "_");
         let alias = match k.as_str() {
@@ -102,12 +124,18 @@ impl FromStr for OrderKind {
             "pact" | "trade" => Some(OrderKind::TradePact),
             _ => None,
         };
-        let mut hits = OrderKind::ALL
+        let hits: Vec<OrderKind> = OrderKind::ALL
             .into_iter()
-            .filter(|o| !k.is_empty() && o.as_str().starts_with(&k));
-        match (alias, hits.next(), hits.next()) {
-            (Some(o), _, _) | (None, Some(o), None) => Ok(o),
-            _ => Err(Refusal::UnknownOrderKind(s.trim().to_owned())),
+            .filter(|o| !k.is_empty() && o.as_str().starts_with(&k))
+            .collect();
+        match (alias, &hits[..]) {
+            (Some(o), _) => Ok(o),
+            (None, [o]) => Ok(*o),
+            (None, []) => Err(Refusal::UnknownOrderKind(echo(s))),
+            (None, _) => Err(Refusal::AmbiguousOrderKind {
+                typed: echo(s),
+                matches: hits,
+            }),
         }
     }
 }
@@ -119,7 +147,7 @@ impl FromStr for Currency {
         match s.trim().to_lowercase().as_str() {
             "" | "c" | "coin" | "coins" => Ok(Currency::Coins),
             "i" | "inf" | "influence" => Ok(Currency::Influence),
-            other => Err(Refusal::UnknownCurrency(other.to_owned())),
+            _ => Err(Refusal::UnknownCurrency(echo(s))),
         }
     }
 }
@@ -137,10 +165,14 @@ mod tests {
             parse_amount("lots").unwrap_err().to_string(),
             "“lots” is not an amount: use a whole number, like 20."
         );
-        assert!(matches!(
-            parse_amount("99999999999999999999"),
-            Err(Refusal::MalformedAmount(_))
-        ));
+        assert_eq!(
+            parse_amount("99999999999999999999").unwrap_err().to_string(),
+            "99999999999999999999 is far more than anyone has: use a smaller amount."
+        );
+        let long = "x".repeat(4000);
+        let reply = parse_amount(&long).unwrap_err().to_string();
+        assert!(reply.chars().count() < 120, "{reply}");
+        assert!(reply.contains(&format!("{}…", "x".repeat(64))), "{reply}");
     }
 
     #[test]
@@ -153,7 +185,14 @@ mod tests {
             assert_eq!(kind.as_str().parse(), Ok(kind));
         }
         let err = "s".parse::<OrderKind>().unwrap_err();
-        assert!(err.to_string().contains("security, propaganda"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "“s” could be security, stimulus, sanctions: type more of the name."
+        );
+        assert!(matches!(
+            "dance".parse::<OrderKind>(),
+            Err(Refusal::UnknownOrderKind(_))
+        ));
         assert!("".parse::<OrderKind>().is_err());
     }
 

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::command::{Actor, Command};
 use super::deck::{self, Effect};
 use super::events::*;
-use super::refusal::Refusal;
+use super::refusal::{Refusal, echo};
 use super::rules::*;
 use super::state::*;
 use super::text;
@@ -94,7 +94,7 @@ fn start(
     let rounds = rounds.unwrap_or(DEFAULT_ROUNDS);
     if !(1..=MAX_ROUNDS).contains(&rounds) {
         return Err(Refusal::InvalidRounds {
-            got: rounds,
+            got: rounds.to_string(),
             min: 1,
             max: MAX_ROUNDS,
         });
@@ -118,6 +118,7 @@ fn start(
         votums_held: 0,
         standings: Vec::new(),
         ended_early: false,
+        end_votes: Vec::new(),
     };
     let mut tx = Tx::new(&g, actor);
     tx.emit(
@@ -200,6 +201,10 @@ impl<'a> Tx<'a> {
         if matches!(cmd, Command::StartGame { .. }) {
             return Err(Refusal::GameAlreadyOpen(self.g.phase));
         }
+        // Sent by the bot's clock, not by a player.
+        if let Command::Deadline { round, phase } = cmd {
+            return self.deadline(round, phase).map(|()| self.finish());
+        }
         let me = match (self.me, &cmd) {
             (Some(i), _) => i,
             (None, Command::JoinGame) => return self.join().map(|()| self.finish()),
@@ -209,19 +214,22 @@ impl<'a> Tx<'a> {
             Command::JoinGame => Err(Refusal::AlreadyJoined),
             Command::BeginRound => self.begin_round(),
             Command::NextPhase => self.next_phase(),
+            Command::Deadline { .. } => Ok(()),
             Command::Ready => self.ready(me),
             Command::Give { to, amount } => self.give(me, &to, amount),
             Command::Bid { amount, currency } => self.bid(me, amount, currency),
             Command::SubmitOrder { kind, target } => self.submit_order(me, kind, target.as_deref()),
             Command::ClearOrders => self.clear_orders(me),
-            Command::EndGame => self.require_chair().map(|()| self.finish_game(true)),
+            Command::EndGame => self.end_game(me),
             Command::Votum => self.open_votum(me),
             Command::VotumVote { yes } => self.vote(me, yes),
-            Command::VotumResult => match self.g.votum.take() {
-                Some(v) => {
-                    self.close_votum(v);
-                    Ok(())
-                }
+            // Everyone voting closes the vote by itself, and so does the end of the phase: there
+            // is nothing left for anyone to close early.
+            Command::VotumResult => match &self.g.votum {
+                Some(v) => Err(Refusal::VotumStillOpen {
+                    voted: v.votes.len(),
+                    players: self.g.players.len(),
+                }),
                 None => Err(Refusal::NoVotum),
             },
             // Answered before the player check above.
@@ -333,6 +341,10 @@ impl<'a> Tx<'a> {
     /// Leaves the current waiting phase (or the lobby) and runs the automatic phases behind it
     /// until the next phase that waits for players, or the end.
     fn advance(&mut self) {
+        // A vote of no confidence lasts until the end of the phase it was called in.
+        if let Some(v) = self.g.votum.take() {
+            self.close_votum(v);
+        }
         match self.g.phase {
             Phase::Lobby => self.start_round(1),
             Phase::WorldArena => {
@@ -373,9 +385,18 @@ impl<'a> Tx<'a> {
             json!({"round": round, "rounds": rounds}),
         );
         self.say(format!("🔔 Round {round} of {rounds}."));
-        self.income();
+        self.g.end_votes.clear();
+        let income = self.income();
         self.set_phase(Phase::Event);
         self.draw_card();
+        // Private figures after the event card, so that they are the figures the player has now.
+        for (i, lines) in income.into_iter().enumerate() {
+            let figures = text::figures(&self.g.players[i]);
+            self.tell(
+                i,
+                format!("💰 Round {round} income: {}.\n{figures}", lines.join(", ")),
+            );
+        }
         self.set_phase(Phase::WorldArena);
         if let Some(prize) = self.g.current_prize() {
             self.say(format!(
@@ -392,16 +413,26 @@ impl<'a> Tx<'a> {
         self.g.votum = None;
         self.g.bids.clear();
         self.g.orders.clear();
+        self.g.end_votes.clear();
         self.g.standings = self.g.ranking();
         self.g.ended_early = ended_early;
-        let winner = self.g.standings.first().filter(|_| self.g.round > 0).cloned();
+        // A game ended early or in the lobby is no result: the leaderboard counts players and
+        // winners from `standings`, so it gets none (the final figures stay in the snapshot).
+        let rated = self.g.is_rated();
+        let winner = self.g.standings.first().filter(|_| rated).cloned();
+        let standings = if rated {
+            self.g.standings.clone()
+        } else {
+            Vec::new()
+        };
         let payload = json!({
             "game_id": self.g.id,
             "chat_id": self.g.chat_id,
             "round": self.g.round,
             "rounds": self.g.settings.rounds,
             "ended_early": ended_early,
-            "standings": self.g.standings,
+            "rated": rated,
+            "standings": standings,
             // The consumer's leaderboard reads the flat id.
             "winner_id": winner.as_ref().map(|w| w.player_id),
             "winner": winner.as_ref().map(|w| json!({
@@ -502,13 +533,108 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
+    /// The chair may cut a phase short only when a majority (counting the chair) is ready, so
+    /// a chair can no longer cut off the others' bids or decrees alone.
     fn next_phase(&mut self) -> Result<(), Refusal> {
         self.require_chair()?;
         if self.g.phase == Phase::Lobby {
             self.require_players(MIN_PLAYERS)?;
+        } else {
+            let chair = self.g.chair;
+            let n = self.g.players.len();
+            let ready = self.g.players.iter().filter(|p| p.ready || p.id == chair).count();
+            let need = self.g.majority();
+            if ready < need {
+                return Err(Refusal::NextPhaseNeedsMajority {
+                    ready,
+                    players: n,
+                    need,
+                });
+            }
+            let passive = self.not_ready(Some(chair));
+            let name = self.actor.name.clone();
+            self.say(if passive.is_empty() {
+                format!("⏭ {name} moves on.")
+            } else {
+                format!("⏭ {name} moves on ({ready} of {n} ready); passive: {passive}.")
+            });
         }
         self.forced_by = Some(self.actor.id);
         self.advance();
+        Ok(())
+    }
+
+    /// Who is not ready, by name ("Bob, Carol"), leaving out `but`.
+    fn not_ready(&self, but: Option<PlayerId>) -> String {
+        let names: Vec<&str> = self
+            .g
+            .players
+            .iter()
+            .filter(|p| !p.ready && Some(p.id) != but)
+            .map(|p| p.name.as_str())
+            .collect();
+        names.join(", ")
+    }
+
+    /// The phase's deadline: it ends as if everyone were ready; the others stay passive.
+    fn deadline(&mut self, round: u32, phase: Phase) -> Result<(), Refusal> {
+        if self.g.round != round || self.g.phase != phase || !phase.waits_for_players() {
+            return Err(Refusal::StaleDeadline);
+        }
+        let passive = self.not_ready(None);
+        self.say(if passive.is_empty() {
+            format!("⏰ Time is up for the {phase}.")
+        } else {
+            format!("⏰ Time is up for the {phase}; passive: {passive}.")
+        });
+        self.advance();
+        Ok(())
+    }
+
+    /// In the lobby the chair closes the game at once. Once play has begun, ending it early is
+    /// a vote: the chair proposes, and the game ends when a majority agreed; it counts for
+    /// nobody on the leaderboard.
+    fn end_game(&mut self, me: usize) -> Result<(), Refusal> {
+        if self.g.phase == Phase::Lobby {
+            self.require_chair()?;
+            self.finish_game(true);
+            return Ok(());
+        }
+        let id = self.actor.id;
+        let need = self.g.majority();
+        if self.g.end_votes.is_empty() && id != self.g.chair {
+            return Err(Refusal::EndGameNotProposed);
+        }
+        if self.g.end_votes.contains(&id) {
+            return Err(Refusal::AlreadyAgreedToEnd {
+                votes: self.g.end_votes.len(),
+                need,
+            });
+        }
+        self.g.end_votes.push(id);
+        let (round, votes) = (self.g.round, self.g.end_votes.len());
+        self.emit(
+            END_VOTED,
+            self.key(&format!("r{round}:end:p{id}")),
+            json!({"player_id": id, "round": round, "votes": votes, "need": need}),
+        );
+        let name = self.g.players[me].name.clone();
+        if votes >= need {
+            self.say(format!(
+                "🏁 {votes} of {} agreed to end the game now.",
+                self.g.players.len()
+            ));
+            self.finish_game(true);
+        } else if votes == 1 {
+            self.say(format!(
+                "🏁 {name} proposes to end the game early ({votes} of {need} needed). \
+                 Agree with /endgame; an early end counts for nobody on the leaderboard."
+            ));
+        } else {
+            self.say(format!(
+                "🏁 {name} agrees to end the game early ({votes} of {need} needed)."
+            ));
+        }
         Ok(())
     }
 
@@ -553,7 +679,7 @@ impl<'a> Tx<'a> {
     fn target(&self, me: usize, typed: &str) -> Result<usize, Refusal> {
         let typed = typed.trim();
         let bare = typed.trim_start_matches('@').to_lowercase();
-        let unknown = || Refusal::UnknownTarget(typed.to_owned());
+        let unknown = || Refusal::UnknownTarget(echo(typed));
         if bare.is_empty() {
             return Err(unknown());
         }
@@ -575,7 +701,7 @@ impl<'a> Tx<'a> {
         match found[..] {
             [i] if i == me => Err(Refusal::TargetIsSelf),
             [i] => Ok(i),
-            _ => Err(Refusal::AmbiguousTarget(typed.to_owned())),
+            _ => Err(Refusal::AmbiguousTarget(echo(typed))),
         }
     }
 
@@ -598,12 +724,16 @@ impl<'a> Tx<'a> {
         let (from, to) = (&self.g.players[me], &self.g.players[j]);
         let key = self.actor_key(&format!("give:{}:{amount}", to.id));
         let payload = json!({"from": from.id, "to": to.id, "amount": amount, "round": self.g.round});
-        let public = format!("💸 {} sent {amount} coins to {}.", from.handle(), to.handle());
-        let mine = format!("You sent {amount} coins; you have {} left.", from.coins);
+        let sent = text::amount(amount, Currency::Coins);
+        let public = format!("💸 {} sent {sent} to {}.", from.handle(), to.handle());
+        let mine = format!(
+            "You sent {sent}; you have {} left.",
+            text::amount(from.coins, Currency::Coins)
+        );
         let theirs = format!(
-            "{} sent you {amount} coins; you now have {}.",
+            "{} sent you {sent}; you now have {}.",
             from.handle(),
-            to.coins
+            text::amount(to.coins, Currency::Coins)
         );
         self.emit(COINS_TRANSFERRED, key, payload);
         self.say(public);
@@ -650,8 +780,8 @@ impl<'a> Tx<'a> {
         self.tell(
             me,
             format!(
-                "Your bid: {amount} {} (worth {}).",
-                currency.as_str(),
+                "Your bid: {} (worth {}).",
+                text::amount(amount, currency),
                 bid.value()
             ),
         );
@@ -709,9 +839,9 @@ impl<'a> Tx<'a> {
         self.tell(
             me,
             format!(
-                "Decree {slot}: {}{aim}. Costs {} coins, paid at resolve. /orders clear withdraws your decrees.",
+                "Decree {slot}: {}{aim}. Costs {}, paid at resolve. /orders clear withdraws your decrees.",
                 kind.title(),
-                kind.cost()
+                text::amount(kind.cost(), Currency::Coins)
             ),
         );
         Ok(())
@@ -738,6 +868,9 @@ impl<'a> Tx<'a> {
     fn open_votum(&mut self, me: usize) -> Result<(), Refusal> {
         if self.g.votum.is_some() {
             return Err(Refusal::VotumAlreadyOpen);
+        }
+        if self.actor.id == self.g.chair {
+            return Err(Refusal::ChairCannotCallVotum);
         }
         self.require_players(MIN_PLAYERS)?;
         let round = self.g.round;
@@ -766,7 +899,7 @@ impl<'a> Tx<'a> {
         let name = self.g.players[me].name.clone();
         self.say(format!(
             "🗳 {name} calls a vote of no confidence in the chair, {chair}! Vote yes or no; \
-             {need} yes votes remove the chair. /votum_result closes the vote early."
+             {need} yes votes remove the chair. The vote closes when everyone has voted or this phase ends."
         ));
         self.close_votum_if_decided();
         Ok(())
@@ -809,18 +942,20 @@ impl<'a> Tx<'a> {
         }
     }
 
-    /// More than half of all players voting yes removes the chair; the chair passes to the
-    /// richest other player, ties to the earlier join.
+    /// More than half of all players voting yes removes the chair; the chair passes to the next
+    /// country in seat order (after the last seat, the first), so no figure of the game decides
+    /// who rules next.
     fn close_votum(&mut self, v: Votum) {
         let n = self.g.players.len();
         let (yes, no) = (v.yes(), v.no());
         let old = self.g.chair;
+        let old_seat = self.g.chair_player().map_or(0, |p| p.seat);
         let successor = self
             .g
             .players
             .iter()
             .filter(|p| p.id != old)
-            .min_by_key(|p| (-p.coins, p.seat))
+            .min_by_key(|p| (p.seat <= old_seat, p.seat))
             .map(|p| (p.id, p.handle()));
         let passed = yes * 2 > n && successor.is_some();
         let new_chair = if passed {

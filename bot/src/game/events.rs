@@ -34,6 +34,8 @@ pub const VOTUM_VOTED: &str = "votum.voted";
 pub const VOTUM_RESOLVED: &str = "votum.resolved";
 pub const CHAIR_CHANGED: &str = "chair.changed";
 pub const GAME_FINISHED: &str = "game.finished";
+/// A player agreed to end the game early (the chair's proposal is the first).
+pub const END_VOTED: &str = "game.end_voted";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DomainEvent {

@@ -23,7 +23,7 @@ pub mod text;
 #[cfg(test)]
 mod tests;
 
-pub use command::{Actor, Command, parse_amount};
+pub use command::{Actor, Command, parse_amount, parse_whole};
 pub use engine::{MoneyMove, MoneyRule, Outcome, PrivateReply, apply};
 pub use events::DomainEvent;
 pub use refusal::Refusal;

@@ -13,8 +13,10 @@ use super::state::*;
 use super::text;
 
 impl Tx<'_> {
-    pub(super) fn income(&mut self) {
-        let round = self.g.round;
+    /// Pays every country's income; returns each player's private breakdown (sent after the
+    /// event card, with the figures as they then are).
+    pub(super) fn income(&mut self) -> Vec<Vec<String>> {
+        let mut breakdown = Vec::new();
         for i in 0..self.g.players.len() {
             let p = &self.g.players[i];
             let earned = p.economy * INCOME_PER_ECONOMY;
@@ -33,11 +35,7 @@ impl Tx<'_> {
             let paid = self.money(i, -UPKEEP, MoneyRule::Upkeep);
             lines.push(format!("{} upkeep", signed(paid)));
             self.add_influence(i, INFLUENCE_PER_ROUND);
-            let figures = text::figures(&self.g.players[i]);
-            self.tell(
-                i,
-                format!("💰 Round {round} income: {}.\n{figures}", lines.join(", ")),
-            );
+            breakdown.push(lines);
         }
         self.say(format!(
             "💰 Income: {INCOME_PER_ECONOMY} coins per economy level, {} influence, {} upkeep; \
@@ -45,6 +43,7 @@ impl Tx<'_> {
             signed(INFLUENCE_PER_ROUND),
             signed(-UPKEEP)
         ));
+        breakdown
     }
 
     /// The countries a card rule hits, in seat order.
@@ -143,12 +142,11 @@ impl Tx<'_> {
                 self.apply_effect(i, prize.effect(), MoneyRule::ArenaPrize);
                 let p = &self.g.players[i];
                 let text = format!(
-                    "🏆 {} wins {} with {} {} ({} bids in all): {}.",
+                    "🏆 {} wins {} with {} ({}): {}.",
                     p.handle(),
                     prize.title(),
-                    b.amount,
-                    b.currency.as_str(),
-                    bids.len(),
+                    text::amount(b.amount, b.currency),
+                    text::count(bids.len(), "bid", "bids"),
                     prize.effect().describe()
                 );
                 let payload = json!({"round": round, "prize": prize, "winner": p.id, "amount": b.amount,

@@ -186,8 +186,8 @@ pub fn rules_text() -> String {
          Your coins and influence are private (/status shows them to you); economy and stability are public.\n\n"
     ));
     w("🔁 A round: income → event → world arena → negotiations → orders → resolve.\n\
-       Income, event and resolve happen by themselves; in the other phases type /ready, and the phase ends when everyone is ready \
-       (or when the chair types /next_phase). The chair starts round 1 with /begin_round.\n\n"
+       Income, event and resolve happen by themselves; in the other phases type /ready, and the phase ends when everyone is ready. \
+       The chair may move on with /next_phase once a majority (counting the chair) is ready. The chair starts round 1 with /begin_round.\n\n"
         .into());
     w(format!(
         "💰 Income: {INCOME_PER_ECONOMY} coins per economy level ({MIN_ECONOMY}–{MAX_ECONOMY}), {} influence, minus {UPKEEP} upkeep. \
@@ -231,11 +231,12 @@ pub fn rules_text() -> String {
          (rounded up), shared evenly among the other countries.\n\
          💥 Stability 0 at resolve: the government falls. The country skips its orders next round and loses its stability bonuses \
          (counts as stability 0), then a caretaker government takes over.\n\n\
-         🗳 /votum calls a vote of no confidence in the chair (once per round per player; calling it is a yes). \
-         Vote with the buttons; the vote closes as soon as its outcome is certain, or on /votum_result. \
-         If more than half of all players vote yes, the chair passes to the richest other player (ties: earlier join).\n\n\
+         🗳 /votum calls a vote of no confidence in the chair (any player but the chair, once per round; calling it is a yes). \
+         Vote with the buttons; the vote closes as soon as its outcome is certain, or when the phase ends (missing votes count as abstentions). \
+         If more than half of all players vote yes, the chair passes to the next country in seat order.\n\n\
          🏁 After the last round's resolve the richest country wins (ties: higher stability, then earlier join). \
-         The chair may end the game early with /endgame."
+         The chair may propose to end the game early with /endgame; it ends when a majority agreed with /endgame, \
+         and then counts for nobody on the leaderboard. In the lobby the chair's /endgame closes the game at once."
     ));
     t
 }

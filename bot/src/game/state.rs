@@ -265,8 +265,11 @@ pub struct Game {
     pub votums_held: u32,
     /// Filled when the game finishes.
     pub standings: Vec<Standing>,
-    /// Finished by the chair's `/endgame` rather than by the last resolve.
+    /// Finished by an agreed `/endgame` rather than by the last resolve.
     pub ended_early: bool,
+    /// Players who agreed to end the game early (the chair proposes first); cleared each round.
+    #[serde(default)]
+    pub end_votes: Vec<PlayerId>,
 }
 
 impl Game {
@@ -303,6 +306,16 @@ impl Game {
 
     pub fn bid_of(&self, id: PlayerId) -> Option<&Bid> {
         self.bids.iter().find(|b| b.player == id)
+    }
+
+    /// Whether the result counts on the leaderboard: only a game played to its last round.
+    pub fn is_rated(&self) -> bool {
+        self.is_finished() && !self.ended_early && self.round > 0
+    }
+
+    /// More than half of all players.
+    pub fn majority(&self) -> usize {
+        self.players.len() / 2 + 1
     }
 
     /// Ranking: coins, then stability, then join order.

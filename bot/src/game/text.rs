@@ -1,14 +1,28 @@
 //! Chat texts that show the state: status, tables, private figures, final standings.
 
 use super::rules::{MAX_ORDERS, MAX_PLAYERS, MIN_PLAYERS};
-use super::state::{Game, Order, Phase, Player};
+use super::state::{Currency, Game, Order, Phase, Player};
+
+/// "1 bid", "3 bids".
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// "1 coin", "20 coins", "3 influence".
+pub fn amount(n: i64, currency: Currency) -> String {
+    match currency {
+        Currency::Coins if n == 1 => "1 coin".to_owned(),
+        Currency::Coins => format!("{n} coins"),
+        Currency::Influence => format!("{n} influence"),
+    }
+}
 
 /// A player's private figures.
 pub fn figures(p: &Player) -> String {
     format!(
-        "{}: {} coins, economy {}, stability {}, influence {}{}",
+        "{}: {}, economy {}, stability {}, influence {}{}",
         p.country,
-        p.coins,
+        amount(p.coins, Currency::Coins),
         p.economy,
         p.stability,
         p.influence,
@@ -69,10 +83,10 @@ pub fn status(g: &Game) -> String {
             }
             if let (Phase::WorldArena, Some(prize)) = (phase, g.current_prize()) {
                 l.push(format!(
-                    "🏟 Prize: {} ({}); {} sealed bids so far.",
+                    "🏟 Prize: {} ({}); {} so far.",
                     prize.title(),
                     prize.effect().describe(),
-                    g.bids.len()
+                    count(g.bids.len(), "sealed bid", "sealed bids")
                 ));
             }
             if phase == Phase::Orders {
@@ -119,9 +133,8 @@ pub fn private_status(g: &Game, p: &Player) -> String {
     let mut t = format!("🔒 {}", figures(p));
     if let Some(b) = g.bid_of(p.id) {
         t.push_str(&format!(
-            "\nYour bid: {} {} (worth {}).",
-            b.amount,
-            b.currency.as_str(),
+            "\nYour bid: {} (worth {}).",
+            amount(b.amount, b.currency),
             b.value()
         ));
     }
@@ -134,9 +147,12 @@ pub fn private_status(g: &Game, p: &Player) -> String {
 
 pub fn final_standings(g: &Game) -> String {
     let head = if g.round == 0 {
-        "🏁 The game was ended in the lobby.".to_owned()
+        "🏁 The game was ended in the lobby; it counts for nobody.".to_owned()
     } else if g.ended_early {
-        format!("🏁 The chair ended the game in round {}.", g.round)
+        format!(
+            "🏁 The council ended the game early, in round {}; it counts for nobody on the leaderboard.",
+            g.round
+        )
     } else {
         let plural = if g.round == 1 { "" } else { "s" };
         format!("🏁 Game over after {} round{plural}!", g.round)
@@ -146,13 +162,18 @@ pub fn final_standings(g: &Game) -> String {
         .iter()
         .map(|s| {
             format!(
-                "{}. {} ({}) — {} coins · economy {} · stability {}",
-                s.rank, s.name, s.country, s.coins, s.economy, s.stability
+                "{}. {} ({}) — {} · economy {} · stability {}",
+                s.rank,
+                s.name,
+                s.country,
+                amount(s.coins, Currency::Coins),
+                s.economy,
+                s.stability
             )
         })
         .collect();
     let winner = match g.standings.first() {
-        Some(w) if g.round > 0 => format!("\n🏆 {} of {} wins!", w.name, w.country),
+        Some(w) if g.is_rated() => format!("\n🏆 {} of {} wins!", w.name, w.country),
         _ => String::new(),
     };
     format!("{head}\n{}{winner}", rows.join("\n"))

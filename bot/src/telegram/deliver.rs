@@ -13,9 +13,9 @@ use tracing::warn;
 use super::Shared;
 use crate::app::{Button, Dest, Reply, Response};
 
-/// Telegram's limit on one message's text, in UTF-16 code units; we count chars, which is stricter
-/// for emoji-free text and close enough with the few emoji we use.
-const MAX_TEXT: usize = 4000;
+/// Telegram's limit on one message's text, counted (as Telegram counts it) in UTF-16 code
+/// units: an emoji outside the Basic Multilingual Plane counts 2.
+const MAX_TEXT: usize = 4096;
 
 /// Where a response goes.
 pub(super) struct Target {
@@ -107,28 +107,39 @@ fn keyboard(rows: &[Vec<Button>]) -> InlineKeyboardMarkup {
     }))
 }
 
-/// Splits a long text at line breaks into parts of at most `max` chars (a single longer line
-/// is cut); never returns an empty list.
+fn utf16_len(s: &str) -> usize {
+    s.chars().map(char::len_utf16).sum()
+}
+
+/// Splits a long text at line breaks into parts of at most `max` UTF-16 code units (a single
+/// longer line is cut between characters, never inside one); never returns an empty list.
 fn split(text: &str, max: usize) -> Vec<String> {
     let mut parts = Vec::new();
     let mut part = String::new();
     for line in text.split('\n') {
-        let mut line = line.to_owned();
-        while line.chars().count() > max {
-            let cut: String = line.chars().take(max).collect();
-            line = line.chars().skip(max).collect();
+        let mut line = line;
+        while utf16_len(line) > max {
+            let mut units = 0;
+            let cut = line
+                .char_indices()
+                .find(|(_, c)| {
+                    units += c.len_utf16();
+                    units > max
+                })
+                .map_or(line.len(), |(at, _)| at);
             if !part.is_empty() {
                 parts.push(std::mem::take(&mut part));
             }
-            parts.push(cut);
+            parts.push(line[..cut].to_owned());
+            line = &line[cut..];
         }
-        if !part.is_empty() && part.chars().count() + 1 + line.chars().count() > max {
+        if !part.is_empty() && utf16_len(&part) + 1 + utf16_len(line) > max {
             parts.push(std::mem::take(&mut part));
         }
         if !part.is_empty() {
             part.push('\n');
         }
-        part.push_str(&line);
+        part.push_str(line);
     }
     if !part.is_empty() || parts.is_empty() {
         parts.push(part);
@@ -147,8 +158,24 @@ mod tests {
         assert_eq!(split("abcdefghij", 4), ["abcd", "efgh", "ij"]);
         let rules = crate::game::rules_text();
         let parts = split(&rules, MAX_TEXT);
-        assert!(parts.iter().all(|p| p.chars().count() <= MAX_TEXT));
+        assert!(parts.iter().all(|p| utf16_len(p) <= MAX_TEXT));
         assert_eq!(parts.join("\n"), rules);
+    }
+
+    #[test]
+    fn parts_are_measured_in_utf16_units_as_telegram_counts() {
+        // 3000 emoji are 3000 chars but 6000 UTF-16 units: two messages, no emoji cut in half.
+        let emoji = "🏆".repeat(3000);
+        let parts = split(&emoji, MAX_TEXT);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(utf16_len(&parts[0]), 4096);
+        assert_eq!(parts.concat(), emoji);
+        // Cyrillic is one unit a letter: 4096 letters fit in one message.
+        assert_eq!(split(&"щ".repeat(4096), MAX_TEXT).len(), 1);
+        assert_eq!(split(&"щ".repeat(4097), MAX_TEXT).len(), 2);
+        // Lines are kept whole when they fit.
+        let lines = format!("{}\n{}", "a".repeat(4000), "🏆".repeat(60));
+        assert_eq!(split(&lines, MAX_TEXT), ["a".repeat(4000), "🏆".repeat(60)]);
     }
 
     #[test]

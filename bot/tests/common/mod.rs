@@ -101,15 +101,29 @@ pub async fn latest(app: &App, chat: i64) -> Game {
         .expect("a game in the chat")
 }
 
-/// Drives the open game to its end: every phase ended by the chair's /next_phase.
+/// Every player not yet ready types /ready, which ends the current phase; returns what was said.
+pub async fn everyone_ready(app: &App, chat: i64) -> String {
+    let g = latest(app, chat).await;
+    let mut said = String::new();
+    for p in g.players.iter().filter(|p| !p.ready) {
+        said.push_str(&ok(app, chat, &actor(p.id, &p.name), "/ready").await);
+        said.push('\n');
+    }
+    said
+}
+
+/// Drives the open game to its end: every phase ends with everyone /ready (the chair of the
+/// seed's version forced phases alone; now that needs a majority).
 pub async fn finish(app: &App, chat: i64, chair: &Actor) -> String {
     let mut said = String::new();
+    if latest(app, chat).await.phase == bot::game::Phase::Lobby {
+        said.push_str(&ok(app, chat, chair, "/begin_round").await);
+    }
     for _ in 0..100 {
         if latest(app, chat).await.is_finished() {
             return said;
         }
-        said.push_str(&ok(app, chat, chair, "/next_phase").await);
-        said.push('\n');
+        said.push_str(&everyone_ready(app, chat).await);
     }
     panic!("the game did not finish");
 }

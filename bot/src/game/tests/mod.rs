@@ -61,11 +61,26 @@ pub fn refused(g: &Game, id: PlayerId, cmd: Command) -> Refusal {
     r
 }
 
-/// The chair forces phases until `phase` (of any round) is reached.
+/// The bot's clock ends the current phase (its deadline passed).
+pub fn deadline(g: &mut Game) -> Outcome {
+    let cmd = Command::Deadline {
+        round: g.round,
+        phase: g.phase,
+    };
+    let out = apply(Some(g), &actor(0), cmd).unwrap_or_else(|r| panic!("deadline refused: {r}"));
+    *g = out.state.clone();
+    out
+}
+
+/// Deadlines (the lobby: the chair's /begin_round) until `phase` (of any round) is reached.
 pub fn force_to(g: &mut Game, phase: Phase) {
     while g.phase != phase {
-        let chair = g.chair;
-        ok(g, chair, Command::NextPhase);
+        if g.phase == Phase::Lobby {
+            let chair = g.chair;
+            ok(g, chair, Command::BeginRound);
+        } else {
+            deadline(g);
+        }
     }
 }
 

@@ -24,6 +24,8 @@ enum Gen {
     Votum,
     Vote(bool),
     VotumResult,
+    /// The current phase's deadline.
+    Deadline,
     Status,
     Info,
 }
@@ -43,6 +45,7 @@ fn gen_cmd(with_end: bool) -> impl Strategy<Value = Gen> {
         8 => Just(Gen::Votum),
         12 => any::<bool>().prop_map(Gen::Vote),
         4 => Just(Gen::VotumResult),
+        6 => Just(Gen::Deadline),
         4 => Just(Gen::Status),
         4 => Just(Gen::Info),
     ]
@@ -59,8 +62,12 @@ fn target(t: u8) -> String {
     }
 }
 
-fn to_cmd(g: Gen) -> Command {
+fn to_cmd(game: &Game, g: Gen) -> Command {
     match g {
+        Gen::Deadline => Command::Deadline {
+            round: game.round,
+            phase: game.phase,
+        },
         Gen::Start => start_cmd(1, None),
         Gen::Join => Command::JoinGame,
         Gen::Begin => Command::BeginRound,
@@ -145,7 +152,12 @@ fn check(
     let new = &out.state;
     let player = old.is_some_and(|g| g.player(id).is_some());
     prop_assert!(
-        player || matches!(cmd, Command::JoinGame | Command::StartGame { .. }) || cmd.is_read_only(),
+        player
+            || matches!(
+                cmd,
+                Command::JoinGame | Command::StartGame { .. } | Command::Deadline { .. }
+            )
+            || cmd.is_read_only(),
         "a non-player's {:?} succeeded",
         cmd
     );
@@ -247,6 +259,18 @@ fn check(
         prop_assert!(out.events.iter().any(|e| e.event_type == "game.finished"));
         prop_assert_eq!(new.standings.len(), new.players.len());
         prop_assert!(new.votum.is_none());
+        // Only a game played to its last round goes on the leaderboard.
+        let fin = out
+            .events
+            .iter()
+            .find(|e| e.event_type == "game.finished")
+            .unwrap();
+        let counted = fin.payload["standings"].as_array().map_or(0, Vec::len);
+        prop_assert_eq!(new.is_rated(), counted > 0);
+        prop_assert_eq!(new.is_rated(), !new.ended_early && new.round > 0);
+        if *cmd == Command::EndGame {
+            prop_assert!(!new.is_rated());
+        }
     }
     Ok(())
 }
@@ -264,7 +288,7 @@ fn play(seed: u64, rounds: u32, steps: Vec<(PlayerId, Gen)>) -> Result<Played, T
     let mut g = initial.clone();
     let mut accepted = Vec::new();
     for (id, shape) in steps {
-        let cmd = to_cmd(shape);
+        let cmd = to_cmd(&g, shape);
         let res = apply(Some(&g), &actor(id), cmd.clone());
         // Deterministic: a retried command gives the same outcome and the same keys.
         prop_assert_eq!(&res, &apply(Some(&g), &actor(id), cmd.clone()));
@@ -327,11 +351,11 @@ proptest! {
         for tick in 1.. {
             let (id, cmd) = if tick % every == 0 {
                 forced += 1;
-                (g.chair, Command::NextPhase)
+                (0, Command::Deadline { round: g.round, phase: g.phase })
             } else {
                 match noise.next() {
-                    Some((id, shape)) => (id, to_cmd(shape)),
-                    None => (g.chair, Command::NextPhase),
+                    Some((id, shape)) => (id, to_cmd(&g, shape)),
+                    None => (0, Command::Deadline { round: g.round, phase: g.phase }),
                 }
             };
             if let Ok(out) = apply(Some(&g), &actor(id), cmd) {

@@ -90,7 +90,7 @@ fn without_a_game_everything_but_start_is_refused() {
 fn rounds_must_be_in_range() {
     for bad in [0, MAX_ROUNDS + 1] {
         let r = apply(None, &actor(1), start_cmd(1, Some(bad))).unwrap_err();
-        assert!(matches!(r, Refusal::InvalidRounds { got, .. } if got == bad));
+        assert!(matches!(r, Refusal::InvalidRounds { got, .. } if got == bad.to_string()));
     }
     assert!(apply(None, &actor(1), start_cmd(1, Some(MAX_ROUNDS))).is_ok());
 }
@@ -218,12 +218,49 @@ fn when_everyone_is_ready_the_phase_advances_by_itself() {
 }
 
 #[test]
-fn only_the_chair_forces_the_next_phase() {
-    let mut g = in_phase(2, Phase::Negotiations);
+fn the_chair_moves_on_only_with_a_majority_ready() {
+    let mut g = in_phase(3, Phase::Negotiations);
     assert_eq!(refused(&g, 2, Command::NextPhase), Refusal::NotChair);
+    // Alone, the chair cannot cut the others off.
+    assert_eq!(
+        refused(&g, 1, Command::NextPhase),
+        Refusal::NextPhaseNeedsMajority {
+            ready: 1,
+            players: 3,
+            need: 2
+        }
+    );
+    ok(&mut g, 3, Command::Ready);
     let out = ok(&mut g, 1, Command::NextPhase);
     assert_eq!(g.phase, Phase::Orders);
+    assert!(out.public[0].contains("passive: Bob."), "{}", out.public[0]);
     assert_eq!(out.events[0].payload["forced_by"], json!(1));
+}
+
+#[test]
+fn a_deadline_ends_its_phase_once_and_only_its_phase() {
+    let mut g = in_phase(3, Phase::WorldArena);
+    ok(&mut g, 2, Command::Ready);
+    let stale = Command::Deadline {
+        round: g.round,
+        phase: g.phase,
+    };
+    let out = deadline(&mut g);
+    assert_eq!(g.phase, Phase::Negotiations);
+    assert!(
+        out.public[0].contains("passive: Alice, Carol."),
+        "{}",
+        out.public[0]
+    );
+    assert_eq!(out.events[0].payload["forced_by"], json!(null));
+    // A repeated or late deadline of the ended phase changes nothing.
+    assert_eq!(refused(&g, 0, stale), Refusal::StaleDeadline);
+    let lobby = lobby(2);
+    let early = Command::Deadline {
+        round: 0,
+        phase: Phase::Lobby,
+    };
+    assert_eq!(refused(&lobby, 0, early), Refusal::StaleDeadline);
 }
 
 #[test]
@@ -415,7 +452,7 @@ fn the_highest_bid_wins_and_only_the_winner_pays() {
     // 5 influence is worth 25 coins.
     let out = ok(&mut g, 2, bid(5, Currency::Influence));
     assert!(out.public[0].contains("sealed bid") && !out.public[0].contains('5'));
-    let out = ok(&mut g, 1, Command::NextPhase);
+    let out = deadline(&mut g);
     let bob = g.player(2).unwrap();
     let bob0 = before.player(2).unwrap();
     assert_eq!(bob.influence, bob0.influence - 5);
@@ -437,13 +474,13 @@ fn arena_ties_go_to_stability_then_to_the_earlier_bid() {
     player_mut(&mut g, 3).stability = 90;
     ok(&mut g, 2, bid(10, Currency::Coins));
     ok(&mut g, 3, bid(2, Currency::Influence));
-    ok(&mut g, 1, Command::NextPhase);
+    deadline(&mut g);
     assert_eq!(g.player(3).unwrap().influence, START_INFLUENCE + 1 - 2 + 4);
 
     let mut g = arena(3, Prize::CouncilSeat);
     ok(&mut g, 3, bid(10, Currency::Coins));
     ok(&mut g, 2, bid(10, Currency::Coins));
-    let out = ok(&mut g, 1, Command::NextPhase);
+    let out = deadline(&mut g);
     let ev = out
         .events
         .iter()
@@ -475,7 +512,7 @@ fn a_new_bid_replaces_the_old_one_and_bids_must_be_covered() {
 fn nobody_bidding_leaves_the_prize_unclaimed() {
     let mut g = arena(2, Prize::GoldReserve);
     let before = g.clone();
-    let out = ok(&mut g, 1, Command::NextPhase);
+    let out = deadline(&mut g);
     assert!(out.public.iter().any(|t| t.contains("Nobody won")));
     assert_eq!(g.total_coins(), before.total_coins());
 }
@@ -490,7 +527,7 @@ fn a_bid_placed_directly_in_state_that_cannot_be_covered_is_void() {
         seq: 9,
     });
     ok(&mut g, 1, bid(1, Currency::Coins));
-    let out = ok(&mut g, 1, Command::NextPhase);
+    let out = deadline(&mut g);
     let ev = out
         .events
         .iter()
@@ -563,8 +600,7 @@ fn resolve_with(g: &mut Game, orders: &[(PlayerId, OrderKind, Option<&str>)]) ->
     for (id, kind, target) in orders {
         ok(g, *id, order(*kind, *target));
     }
-    let chair = g.chair;
-    ok(g, chair, Command::NextPhase)
+    deadline(g)
 }
 
 #[test]
@@ -743,7 +779,7 @@ fn an_order_that_can_no_longer_be_paid_is_void() {
     let mut g = in_phase(2, Phase::Orders);
     ok(&mut g, 2, order(OrderKind::Invest, None));
     player_mut(&mut g, 2).coins = 0;
-    let out = ok(&mut g, 1, Command::NextPhase);
+    let out = deadline(&mut g);
     let text = out.public.iter().find(|t| t.contains("resolved")).unwrap();
     assert!(text.contains("Invest void, unpaid"), "{text}");
     let report = out
@@ -760,7 +796,7 @@ fn the_anti_monopoly_commission_fines_a_country_above_half() {
     for (id, c) in [(1, 400), (2, 100), (3, 100)] {
         player_mut(&mut g, id).coins = c;
     }
-    let out = ok(&mut g, 1, Command::NextPhase);
+    let out = deadline(&mut g);
     // 600 coins in all; Alice holds 100 above half: fined 50, 25 to each other country.
     let fines: Vec<_> = out
         .ledger
@@ -791,7 +827,7 @@ fn exactly_half_is_not_a_monopoly_and_odd_fines_lose_the_remainder() {
     for (id, c) in [(1, 100), (2, 50), (3, 50)] {
         player_mut(&mut g, id).coins = c;
     }
-    let out = ok(&mut g, 1, Command::NextPhase);
+    let out = deadline(&mut g);
     assert!(!out.ledger.iter().any(|m| m.rule == MoneyRule::AntiMonopolyFine));
 
     let mut g = in_phase(3, Phase::Orders);
@@ -799,7 +835,7 @@ fn exactly_half_is_not_a_monopoly_and_odd_fines_lose_the_remainder() {
         player_mut(&mut g, id).coins = c;
     }
     // 209 in all, half is 104: excess 5, fine 3 (rounded up), 1 to each other country.
-    let out = ok(&mut g, 1, Command::NextPhase);
+    let out = deadline(&mut g);
     let fines: Vec<_> = out
         .ledger
         .iter()
@@ -828,7 +864,7 @@ fn a_government_at_zero_stability_falls_sits_out_and_recovers() {
         Refusal::GovernmentFallen
     );
     ok(&mut g, 2, Command::Ready);
-    let out = ok(&mut g, 1, Command::NextPhase);
+    let out = deadline(&mut g);
     assert!(out.public.iter().any(|t| t.contains("caretaker")));
     let bob = g.player(2).unwrap();
     assert!(!bob.fallen);
@@ -882,12 +918,12 @@ fn the_game_finishes_after_the_configured_rounds_with_standings() {
     ok(&mut g, 3, Command::JoinGame);
     ok(&mut g, 1, Command::BeginRound);
     force_to(&mut g, Phase::Orders);
-    let out = ok(&mut g, 1, Command::NextPhase);
+    let out = deadline(&mut g);
     assert_eq!((g.round, g.phase), (2, Phase::WorldArena));
     assert!(!event_types(&out).contains(&"game.finished"));
     force_to(&mut g, Phase::Orders);
     player_mut(&mut g, 3).coins += 1000;
-    let out = ok(&mut g, 1, Command::NextPhase);
+    let out = deadline(&mut g);
     assert_eq!(g.phase, Phase::Finished);
     let fin = out.events.last().unwrap();
     assert_eq!(fin.event_type, "game.finished");
@@ -910,29 +946,53 @@ fn the_game_finishes_after_the_configured_rounds_with_standings() {
 }
 
 #[test]
-fn the_chair_may_end_the_game_early() {
-    let mut g = in_phase(2, Phase::Negotiations);
-    assert_eq!(refused(&g, 2, Command::EndGame), Refusal::NotChair);
+fn ending_early_needs_a_majority_and_records_no_result() {
+    let mut g = in_phase(3, Phase::Negotiations);
+    assert_eq!(refused(&g, 2, Command::EndGame), Refusal::EndGameNotProposed);
     let out = ok(&mut g, 1, Command::EndGame);
+    assert_eq!(event_types(&out), ["game.end_voted"]);
+    assert_eq!(g.phase, Phase::Negotiations, "one of three is no majority");
+    assert_eq!(
+        refused(&g, 1, Command::EndGame),
+        Refusal::AlreadyAgreedToEnd { votes: 1, need: 2 }
+    );
+    let out = ok(&mut g, 3, Command::EndGame);
     assert_eq!(g.phase, Phase::Finished);
     assert!(g.ended_early);
+    assert!(!g.is_rated());
     let fin = out.events.last().unwrap();
+    assert_eq!(fin.event_type, "game.finished");
     assert_eq!(fin.payload["ended_early"], json!(true));
-    assert_ne!(fin.payload["winner"], json!(null));
+    assert_eq!(fin.payload["rated"], json!(false));
+    // Nothing for the leaderboard: no winner, no standings to count games from.
+    assert_eq!(fin.payload["winner_id"], json!(null));
+    assert_eq!(fin.payload["standings"], json!([]));
+    assert!(!out.public.last().unwrap().contains("wins"));
 
+    // A proposal lapses with the round.
+    let mut g = in_phase(3, Phase::Orders);
+    ok(&mut g, 1, Command::EndGame);
+    deadline(&mut g);
+    assert!(g.end_votes.is_empty());
+    assert_eq!(refused(&g, 2, Command::EndGame), Refusal::EndGameNotProposed);
+
+    // In the lobby the chair alone closes the game, and it counts for nobody.
     let mut g = lobby(2);
+    assert_eq!(refused(&g, 2, Command::EndGame), Refusal::NotChair);
     let out = ok(&mut g, 1, Command::EndGame);
     let fin = &out.events.last().unwrap().payload;
     assert_eq!((&fin["winner"], &fin["winner_id"]), (&json!(null), &json!(null)));
+    assert_eq!(fin["standings"], json!([]));
     assert!(out.public.last().unwrap().contains("ended in the lobby"));
 }
 
 // ---- votum --------------------------------------------------------------------------------
 
 #[test]
-fn a_majority_passes_the_chair_to_the_richest_other_player() {
+fn a_majority_passes_the_chair_to_the_next_seat_whoever_is_richest() {
     let mut g = in_phase(4, Phase::Negotiations);
     player_mut(&mut g, 3).coins = 300;
+    assert_eq!(refused(&g, 1, Command::Votum), Refusal::ChairCannotCallVotum);
     let out = ok(&mut g, 2, Command::Votum);
     assert_eq!(event_types(&out), ["votum.opened"]);
     assert_eq!(refused(&g, 3, Command::Votum), Refusal::VotumAlreadyOpen);
@@ -949,28 +1009,42 @@ fn a_majority_passes_the_chair_to_the_richest_other_player() {
         event_types(&out),
         ["votum.voted", "votum.resolved", "chair.changed"]
     );
-    assert_eq!(g.chair, 3);
+    assert_eq!(g.chair, 2, "the seat after Alice's, not the richest (Carol)");
     assert!(g.votum.is_none());
     assert_eq!(
         out.events[1].idempotency_key,
         format!("{GAME_ID}:votum1:votum.resolved")
     );
     assert_eq!(refused(&g, 1, Command::NextPhase), Refusal::NotChair);
-    ok(&mut g, 3, Command::NextPhase);
+    ok(&mut g, 3, Command::Ready);
+    ok(&mut g, 4, Command::Ready);
+    ok(&mut g, 2, Command::NextPhase);
 }
 
 #[test]
-fn a_votum_closed_early_without_a_majority_fails() {
+fn a_votum_closes_when_everyone_voted_or_its_phase_ends_not_on_demand() {
     let mut g = in_phase(3, Phase::Orders);
     assert_eq!(refused(&g, 2, Command::VotumResult), Refusal::NoVotum);
     assert_eq!(refused(&g, 2, Command::VotumVote { yes: true }), Refusal::NoVotum);
     ok(&mut g, 2, Command::Votum);
-    let out = ok(&mut g, 1, Command::VotumResult);
-    assert_eq!(event_types(&out), ["votum.resolved"]);
-    assert_eq!(out.events[0].payload["passed"], json!(false));
-    assert_eq!(out.events[0].payload["abstained"], json!(2));
+    // Nobody can close it the moment it opens.
+    for who in [1, 2, 3] {
+        assert_eq!(
+            refused(&g, who, Command::VotumResult),
+            Refusal::VotumStillOpen { voted: 1, players: 3 }
+        );
+    }
+    // The end of the phase closes it: missing votes abstain.
+    let out = deadline(&mut g);
+    let resolved = out
+        .events
+        .iter()
+        .find(|e| e.event_type == "votum.resolved")
+        .expect("the phase's end closes the vote");
+    assert_eq!(resolved.payload["passed"], json!(false));
+    assert_eq!(resolved.payload["abstained"], json!(2));
     assert_eq!(g.chair, 1);
-    assert_eq!(refused(&g, 2, Command::Votum), Refusal::VotumLimit);
+    assert!(g.votum.is_none());
     ok(&mut g, 3, Command::Votum);
     assert_eq!(g.votum.as_ref().unwrap().number, 2);
     assert_eq!(
@@ -980,7 +1054,13 @@ fn a_votum_closed_early_without_a_majority_fails() {
 }
 
 #[test]
-fn a_certain_outcome_closes_the_vote_and_ties_for_the_chair_go_to_the_earlier_join() {
+fn the_chair_cannot_call_a_vote_against_themselves() {
+    let g = in_phase(3, Phase::Negotiations);
+    assert_eq!(refused(&g, 1, Command::Votum), Refusal::ChairCannotCallVotum);
+}
+
+#[test]
+fn a_certain_outcome_closes_the_vote() {
     let mut g = lobby(3);
     ok(&mut g, 3, Command::Votum);
     let out = ok(&mut g, 2, Command::VotumVote { yes: true });
@@ -1004,10 +1084,7 @@ fn a_certain_outcome_closes_the_vote_and_ties_for_the_chair_go_to_the_earlier_jo
 #[test]
 fn a_lone_creator_cannot_call_a_votum() {
     let g = lobby(1);
-    assert_eq!(
-        refused(&g, 1, Command::Votum),
-        Refusal::NotEnoughPlayers { have: 1, need: 2 }
-    );
+    assert_eq!(refused(&g, 1, Command::Votum), Refusal::ChairCannotCallVotum);
 }
 
 // ---- read-only and state ------------------------------------------------------------------
