@@ -3,21 +3,25 @@
 #   0 prerequisites, 1 services up, 2 migrations, 3 relay-cdc + consumer started,
 #   4 the seed's INSERT, 5 the row is sent, 6 the consumer recorded it in consumed_events,
 #   then the consumer's [metrics] line.
-# Local services (no Docker) by default; --compose runs the same steps with docker compose.
+# Local services (no Docker) by default; --compose runs the same steps with docker compose
+# (Compose v2, `docker compose`, or v1, `docker-compose`: under Podman, see scripts/test-compose).
 # Prints [OK]/[FAIL] per step, exits non-zero on failure, stops what it started unless --keep.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 KEEP=false
 COMPOSE=false
+UI=true
 for a in "$@"; do
   case "$a" in
     --keep) KEEP=true ;;
     --compose) COMPOSE=true ;;
+    --no-ui) UI=false ;;
     -h|--help)
-      echo "usage: scripts/smoke.sh [--keep] [--compose]"
+      echo "usage: scripts/smoke.sh [--keep] [--compose [--no-ui]]"
       echo "  --keep     leave services, relay and consumer running afterwards"
       echo "  --compose  use docker compose (pg, kafka, kafka-ui, migrator, relay, consumer) instead of local services"
+      echo "  --no-ui    with --compose: do not start kafka-ui"
       exit 0 ;;
     *) echo "unknown argument: $a (try --help)" >&2; exit 2 ;;
   esac
@@ -25,6 +29,8 @@ done
 
 ok() { printf '[OK]   step %s: %s\n' "$1" "$2"; }
 fail() { printf '[FAIL] step %s: %s\n' "$1" "$2"; exit 1; }
+# Announces a step that can take minutes, so a silent terminal is not mistaken for a hang.
+long() { printf '[..]   step %s: %s\n' "$1" "$2"; }
 
 SEED_INSERT_FILE=scripts/sql/seed-step4-insert.sql  # the seed's step-4 INSERT, verbatim
 STEP5_SQL="SELECT id, status, publish_attempts, last_error, published_at FROM outbox_events ORDER BY created_at DESC LIMIT 1;"
@@ -49,20 +55,54 @@ wait_for() {
 }
 
 if $COMPOSE; then
-  command -v docker >/dev/null || fail 0 "docker not found (--compose needs Docker with the compose plugin)"
-  docker compose version >/dev/null || fail 0 "docker compose not available"
-  ok 0 "docker and docker compose present"
-  sql() { docker compose exec -T pg psql -U postgres -d bot_game_test "$@"; }
-  cleanup() { local rc=$?; $KEEP || docker compose stop relay consumer >/dev/null 2>&1 || true; exit $rc; }
+  # Compose v2 (`docker compose`) when the plugin is there, else v1 (`docker-compose`).
+  if command -v docker >/dev/null && docker compose version >/dev/null 2>&1; then
+    compose() { docker compose "$@"; }
+  elif command -v docker-compose >/dev/null; then
+    compose() { docker-compose "$@"; }
+  else
+    fail 0 "neither docker compose nor docker-compose found (install Docker with the compose plugin)"
+  fi
+  ok 0 "$(compose version | head -1)"
+  sql() { compose exec -T pg psql -U postgres -d bot_game_test "$@"; }
+  cleanup() { local rc=$?; $KEEP || compose stop relay consumer >/dev/null 2>&1 || true; exit $rc; }
   trap cleanup EXIT INT TERM
-  docker compose up -d --wait pg kafka kafka-ui || fail 1 "docker compose up pg kafka kafka-ui"
-  ok 1 "pg, kafka, kafka-ui up"
-  docker compose run --rm migrator || fail 2 "docker compose run --rm migrator"
+  infra=(pg kafka)
+  $UI && infra+=(kafka-ui)
+  # Waits until every named service's container reports healthy (v1 has no `up --wait`).
+  wait_healthy() {
+    local svc id state
+    for _ in $(seq 1 120); do
+      state=healthy
+      for svc in "$@"; do
+        id=$(compose ps -q "$svc")
+        [ -n "$id" ] || { state=missing; break; }
+        case "$(compose ps "$svc" | tail -n +3)" in
+          *"(healthy)"*) ;;
+          *) state=waiting; break ;;
+        esac
+      done
+      [ "$state" = healthy ] && return 0
+      sleep 2
+    done
+    return 1
+  }
+  long 1 "starting ${infra[*]} (first start of Kafka and PostgreSQL takes a minute)"
+  if compose up --help | grep -q -- '--wait'; then
+    compose up -d --wait "${infra[@]}" || fail 1 "compose up ${infra[*]}"
+  else
+    compose up -d "${infra[@]}" || fail 1 "compose up ${infra[*]}"
+    wait_healthy pg kafka || { compose ps; fail 1 "pg and kafka not healthy within 4 min"; }
+  fi
+  ok 1 "${infra[*]} up"
+  long 2 "compose run --rm migrator (builds the image first if it is missing: a release build, many minutes the first time)"
+  compose run --rm migrator || fail 2 "compose run --rm migrator"
   sql -c "SELECT tablename FROM pg_tables WHERE schemaname='public' ORDER BY 1;"
   ok 2 "migrations applied"
-  docker compose up -d --build relay consumer || fail 3 "docker compose up relay consumer"
+  long 3 "compose up -d --build relay consumer (rebuilds the image when the sources changed)"
+  compose up -d --build relay consumer || fail 3 "compose up relay consumer"
   ok 3 "relay and consumer started"
-  consumer_log() { docker compose logs consumer; }
+  consumer_log() { compose logs consumer; }
 else
   for c in cargo java mvn /usr/lib/postgresql/15/bin/postgres psql; do
     command -v "$c" >/dev/null || fail 0 "$c not found (see README, requirements)"
@@ -98,7 +138,8 @@ else
   sql() { psql "$DATABASE_URL" "$@"; }
   ok 1 "PostgreSQL and Kafka up ($DATABASE_URL, $KAFKA_BOOTSTRAP_SERVERS)"
 
-  cargo build -q --release --locked -p relay-cdc -p consumer || fail 2 "cargo build"
+  long 2 "cargo build --release -p relay-cdc -p consumer (several minutes the first time)"
+  cargo build --release --locked -p relay-cdc -p consumer || fail 2 "cargo build"
   target/release/relay-cdc migrate || fail 2 "relay-cdc migrate"
   sql -c "SELECT tablename FROM pg_tables WHERE schemaname='public' ORDER BY 1;"
   sql -c "SELECT table_name FROM information_schema.views WHERE table_schema='public' ORDER BY 1;"

@@ -28,6 +28,17 @@ const SERVICES: &[&str] = &[
 const APP_SERVICES: &[&str] = &["migrator", "relay", "consumer", "bot"];
 /// The settings whose container value is the compose-network address, not the host-mode one.
 const NETWORK_ADDRESSES: &[&str] = &["DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"];
+/// Settings of the compose file itself (image version, host ports, Grafana's password): listed
+/// in `.env.example`, substituted by compose, read by none of our binaries.
+const COMPOSE_SETTINGS: &[&str] = &[
+    "POSTGRES_VERSION",
+    "PG_HOST_PORT",
+    "KAFKA_HOST_PORT",
+    "KAFKA_UI_HOST_PORT",
+    "PROMETHEUS_HOST_PORT",
+    "GRAFANA_HOST_PORT",
+    "GRAFANA_ADMIN_PASSWORD",
+];
 
 // ------------------------------------------------------------------------------------------
 // Running docker-compose
@@ -481,6 +492,21 @@ fn env_example_lists_every_setting_our_services_read_with_host_mode_defaults() {
             "docker-compose.yml substitutes ${{{var}}}, which .env.example does not list"
         );
     }
+    // The compose file's own settings: each substituted, with .env.example's value as default.
+    let substituted = substituted_names(&code);
+    for var in COMPOSE_SETTINGS {
+        assert!(names.contains(*var), ".env.example does not list {var}");
+        assert!(
+            substituted.contains(*var),
+            "docker-compose.yml does not use {var}"
+        );
+        let default = format!("${{{var}:-{}}}", values[*var]);
+        assert!(
+            code.contains(&default),
+            "docker-compose.yml must substitute {default} (.env.example's value)"
+        );
+        read_by_services.insert(var.to_string());
+    }
     // And the other way round: every setting reaches the containers that need it.
     let unused: Vec<_> = names.difference(&read_by_services).collect();
     assert!(
@@ -671,6 +697,59 @@ fn prometheus_scrapes_the_relay_and_the_consumer() {
         );
         assert!(job.contains(&port), "job {name} must scrape port {port}");
     }
+}
+
+#[test]
+fn postgres_version_and_host_ports_are_settings() {
+    let env = env_file("settings", "");
+    let config = Yaml::parse(&compose(
+        &env,
+        &[
+            ("POSTGRES_VERSION", "17"),
+            ("PG_HOST_PORT", "25432"),
+            ("KAFKA_HOST_PORT", "29999"),
+            ("PROMETHEUS_HOST_PORT", "29090"),
+            ("GRAFANA_HOST_PORT", "23000"),
+            ("KAFKA_UI_HOST_PORT", "28088"),
+        ],
+        &["config"],
+    ));
+    assert_eq!(
+        service(&config, "pg").get("image").unwrap().scalar(),
+        "postgres:17"
+    );
+    assert_eq!(published(&config, "pg"), BTreeMap::from([(25432, 5432)]));
+    assert_eq!(published(&config, "prometheus"), BTreeMap::from([(29090, 9090)]));
+    assert_eq!(published(&config, "grafana"), BTreeMap::from([(23000, 3000)]));
+    assert_eq!(published(&config, "kafka-ui"), BTreeMap::from([(28088, 8080)]));
+    // The broker tells host clients the port they came in on.
+    let kafka = environment(&config, "kafka");
+    let advertised = listeners(&kafka["KAFKA_ADVERTISED_LISTENERS"]);
+    assert_eq!(advertised["HOST"], ("localhost".to_string(), 29999));
+    let target = listeners(&kafka["KAFKA_LISTENERS"])["HOST"].1;
+    assert_eq!(published(&config, "kafka"), BTreeMap::from([(29999, target)]));
+}
+
+#[test]
+fn grafana_admin_password_comes_from_the_environment() {
+    let config = default_config();
+    let env = environment(config, "grafana");
+    assert_eq!(
+        env["GF_SECURITY_ADMIN_PASSWORD"], "",
+        "no password unless the user sets one"
+    );
+    // Unset, the entrypoint makes up a random one instead of Grafana's built-in default.
+    let entrypoint = strings(service(config, "grafana").get("entrypoint")).join(" ");
+    assert!(
+        entrypoint.contains("/dev/urandom") && entrypoint.contains("exec /run.sh"),
+        "{entrypoint}"
+    );
+    let set = env_file("grafana", "GRAFANA_ADMIN_PASSWORD=s3cret-Pass\n");
+    let config = Yaml::parse(&compose(&set, &[], &["config"]));
+    assert_eq!(
+        environment(&config, "grafana")["GF_SECURITY_ADMIN_PASSWORD"],
+        "s3cret-Pass"
+    );
 }
 
 #[test]
