@@ -108,7 +108,7 @@ impl Applier {
                 Err(e) => {
                     self.ready.set(false);
                     self.metrics.add_retried(items.len() as u64);
-                    tracing::warn!(error = %e, retry_in = ?wait, "batch rolled back, retrying");
+                    outbox::warn_throttled!(Duration::from_secs(5), error = %e, retry_in = ?wait, "batch rolled back, retrying");
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
                         () = shutdown.wait() => {
@@ -268,7 +268,7 @@ impl Applier {
                             ..Outcome::default()
                         });
                     }
-                    tracing::warn!(error = %e, attempt, "event rejected by the database, retrying");
+                    outbox::warn_throttled!(Duration::from_secs(1), error = %e, attempt, "event rejected by the database, retrying");
                     self.metrics.add_retried(1);
                     tokio::time::sleep(HANDLER_RETRY_FIRST * 2u32.pow(attempt.min(5) - 1)).await;
                     attempt += 1;

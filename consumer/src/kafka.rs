@@ -60,7 +60,9 @@ impl ConsumerContext for GroupContext {
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         match result {
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => tracing::warn!(error = %e, "committing offsets failed; the next commit retries"),
+            Err(e) => {
+                outbox::warn_throttled!(std::time::Duration::from_secs(5), error = %e, "committing offsets failed; the next commit retries")
+            }
         }
     }
 }
@@ -69,7 +71,9 @@ impl ConsumerContext for GroupContext {
 pub fn commit_stored<C: Consumer<X>, X: ConsumerContext>(consumer: &C, why: &str) {
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => tracing::warn!(error = %e, why, "committing stored offsets failed"),
+        Err(e) => {
+            outbox::warn_throttled!(std::time::Duration::from_secs(5), error = %e, why, "committing stored offsets failed")
+        }
     }
 }
 

@@ -160,7 +160,7 @@ impl Service {
                     break;
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "Kafka consumer error");
+                    outbox::warn_throttled!(Duration::from_secs(5), error = %e, "Kafka consumer error");
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
                         () = shutdown.wait() => return None,
@@ -177,7 +177,7 @@ impl Service {
                 m = stream.next() => match m {
                     Some(Ok(m)) => self.push(&mut batch, &m),
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "Kafka consumer error");
+                        outbox::warn_throttled!(Duration::from_secs(5), error = %e, "Kafka consumer error");
                         break;
                     }
                     None => break,
@@ -221,7 +221,7 @@ impl Service {
         if let Err(e) = kafka::store_offsets(&self.consumer, &self.cfg.kafka.kafka_topic, &last) {
             // The partition is gone (rebalance, poll interval exceeded): its next owner re-reads
             // these messages and finds them in consumed_events.
-            tracing::warn!(error = %e, "offsets not stored");
+            outbox::warn_throttled!(Duration::from_secs(5), error = %e, "offsets not stored");
         }
     }
 }

@@ -74,6 +74,8 @@ pub async fn run(
         slot: &cfg.slot,
         metrics: &metrics,
         ready: &ready,
+        // The term's own drain (DRAIN_TIMEOUT) hands its batch back first.
+        drain_timeout: DRAIN_TIMEOUT + Duration::from_secs(5),
     };
     // What a term claimed but did not finish: shared with the after-term hook, which hands it
     // back to `new` at once (a lost lock drops the term mid-batch) instead of waiting
@@ -630,7 +632,7 @@ impl Poller {
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, rows = held.acked.len(), "marking rows sent failed; retrying");
+                    outbox::warn_throttled!(Duration::from_secs(5), error = %e, rows = held.acked.len(), "marking rows sent failed; retrying");
                     if *stopping && deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                         return Ok(());
                     }
@@ -696,7 +698,7 @@ impl Poller {
     ) -> anyhow::Result<()> {
         self.metrics.publish_errors.with_label_values(&[kind]).inc();
         if kind == "parked" {
-            tracing::warn!(event_id = %id, aggregate_id, "{reason}");
+            outbox::warn_throttled!(Duration::from_secs(1), event_id = %id, aggregate_id, "{reason}");
         }
         let mut delay = Duration::from_millis(100);
         let mut attempt = 1;
@@ -704,7 +706,7 @@ impl Poller {
             match mark::mark_failed(pool, id, Some(aggregate_id), &reason).await {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt < 5 => {
-                    tracing::warn!(event_id = %id, error = %e, "marking a row failed; retrying");
+                    outbox::warn_throttled!(Duration::from_secs(5), event_id = %id, error = %e, "marking a row failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                     attempt += 1;
@@ -736,7 +738,9 @@ impl Poller {
                 held.since = Some(t);
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "could not refresh the batch's claim"),
+            Err(e) => {
+                outbox::warn_throttled!(Duration::from_secs(5), error = %e, "could not refresh the batch's claim")
+            }
         }
     }
 }

@@ -27,9 +27,34 @@ pub struct Delivery {
 
 pub struct Context {
     tx: mpsc::UnboundedSender<Delivery>,
+    /// Named in librdkafka's warnings, which repeat on every reconnect while Kafka is down.
+    servers: String,
+    throttle: std::sync::Mutex<outbox::throttle::Throttle>,
 }
 
-impl ClientContext for Context {}
+impl Context {
+    /// librdkafka's warnings and errors, at most one line per 10 s with the count of the others.
+    fn warn(&self, text: std::fmt::Arguments<'_>) {
+        let allowed = self.throttle.lock().unwrap_or_else(|p| p.into_inner()).allow();
+        if let Some(suppressed) = allowed {
+            tracing::warn!(target: "librdkafka", servers = %self.servers, suppressed, "Kafka: {text}");
+        }
+    }
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel::*;
+        match level {
+            Emerg | Alert | Critical | Error | Warning => self.warn(format_args!("{fac} {message}")),
+            Notice | Info | Debug => tracing::debug!(target: "librdkafka", "{fac} {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.warn(format_args!("{error}: {reason}"));
+    }
+}
 
 impl ProducerContext for Context {
     type DeliveryOpaque = Box<Token>;
@@ -97,7 +122,11 @@ impl EventProducer {
             .set("queue.buffering.max.messages", "200000")
             .set("compression.type", "lz4")
             .set("message.max.bytes", cfg.max_message_bytes.max(1000).to_string())
-            .create_with_context(Context { tx })?;
+            .create_with_context(Context {
+                tx,
+                servers: cfg.bootstrap_servers.clone(),
+                throttle: std::sync::Mutex::new(outbox::throttle::Throttle::new(Duration::from_secs(10))),
+            })?;
         Ok((
             Self {
                 inner,

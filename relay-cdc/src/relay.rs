@@ -61,6 +61,7 @@ pub async fn run(
         slot: &cfg.slot,
         metrics: &metrics,
         ready: &ready,
+        drain_timeout: DRAIN_TIMEOUT,
     };
     terms
         .run(
@@ -79,6 +80,21 @@ pub(crate) struct Terms<'a> {
     pub slot: &'a str,
     pub metrics: &'a Metrics,
     pub ready: &'a Readiness,
+    /// After shutdown, how long a term may take to drain before it is dropped where it stands
+    /// (whatever it waits on: Kafka, a mark, a slot's consistent point). Nothing is lost: what
+    /// is not confirmed is sent again by the next leader.
+    pub drain_timeout: Duration,
+}
+
+/// How long SIGTERM waits for the CDC relay's in-flight events to be acknowledged and marked.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Resolves `timeout` after shutdown was asked for (never, without shutdown).
+async fn drain_expired(mut shutdown: watch::Receiver<bool>, timeout: Duration) {
+    if shutdown.wait_for(|stop| *stop).await.is_err() {
+        // The sender is gone: that is a shutdown too.
+    }
+    tokio::time::sleep(timeout).await;
 }
 
 impl Terms<'_> {
@@ -107,7 +123,7 @@ impl Terms<'_> {
             let mut leadership = match acquired {
                 Ok(l) => l,
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "cannot reach PostgreSQL for the relay lock; retrying");
+                    outbox::warn_throttled!(Duration::from_secs(5), error = %format!("{e:#}"), "cannot reach PostgreSQL for the relay lock; retrying");
                     backoff.wait(&mut shutdown).await;
                     continue;
                 }
@@ -117,6 +133,11 @@ impl Terms<'_> {
             let result = tokio::select! {
                 r = term(shutdown.clone()) => r,
                 _ = leadership.lost() => Err(anyhow::anyhow!("lost the relay lock")),
+                _ = drain_expired(shutdown.clone(), self.drain_timeout) => {
+                    tracing::warn!(in_flight = self.metrics.in_flight.get(), timeout = ?self.drain_timeout,
+                        "drain timed out (Kafka or PostgreSQL slow or unavailable); stopping, what is not confirmed will be sent again");
+                    Ok(())
+                }
             };
             self.metrics.leader.set(0);
             self.metrics.in_flight.set(0);
@@ -206,7 +227,21 @@ async fn lead(
                 .await
                 .context("dropping the old slot")?;
         }
-        let created = repl.create_logical_slot(&cfg.slot, "pgoutput", true).await?;
+        let created = {
+            let create = repl.create_logical_slot(&cfg.slot, "pgoutput", true);
+            tokio::pin!(create);
+            let mut every = tokio::time::interval_at(
+                tokio::time::Instant::now() + Duration::from_secs(3),
+                Duration::from_secs(5),
+            );
+            loop {
+                tokio::select! {
+                    created = &mut create => break created?,
+                    _ = every.tick() => log_consistent_point_wait(pool).await,
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
+        };
         let snapshot = created.snapshot_name.context("the server exported no snapshot")?;
         slot::record_created(pool, &cfg.slot, created.consistent_point).await?;
         let rows = pipeline
@@ -230,6 +265,30 @@ async fn lead(
     pipeline.stream(stream, start, recheck_until, shutdown).await
 }
 
+/// A new slot waits for a consistent point: every transaction running when it was asked for
+/// must end first. Names the oldest one, so an operator can see what a first start waits for.
+async fn log_consistent_point_wait(pool: &PgPool) {
+    let oldest: Result<Option<(i32, f64, String, String)>, _> = sqlx::query_as(
+        "SELECT pid, extract(epoch FROM now() - xact_start)::float8, coalesce(state, ''), left(query, 200)
+           FROM pg_stat_activity
+          WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+          ORDER BY xact_start LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await;
+    match oldest {
+        Ok(Some((pid, age, state, query))) => tracing::warn!(
+            pid,
+            age_secs = age.round(),
+            state,
+            query,
+            "creating the slot waits for transactions that were running to end (a consistent point); the oldest is pid {pid}; not ready until then"
+        ),
+        Ok(None) => tracing::warn!("creating the slot waits for a consistent point; not ready until then"),
+        Err(e) => tracing::warn!(error = %e, "creating the slot waits for a consistent point"),
+    }
+}
+
 /// Kafka unreachable at start is not fatal: wait (readiness stays false) and say so.
 pub(crate) async fn wait_for_kafka(
     producer: &EventProducer,
@@ -243,7 +302,7 @@ pub(crate) async fn wait_for_kafka(
         match check {
             Ok(()) => return Ok(()),
             Err(e) => {
-                tracing::warn!(servers, error = %e, "Kafka is unreachable; retrying");
+                outbox::warn_throttled!(Duration::from_secs(10), servers, error = %e, "Kafka is unreachable; retrying");
                 backoff.wait(shutdown).await;
                 if *shutdown.borrow() {
                     return Ok(());
@@ -504,7 +563,9 @@ impl Pipeline {
                         last_log = Instant::now();
                     }
                 }
-                changed = shutdown.changed() => {
+                // Once stopping, never polled again: a closed channel is always ready, and
+                // select! would spin on it.
+                changed = shutdown.changed(), if !stopping => {
                     if changed.is_err() || *shutdown.borrow() {
                         tracing::info!(in_flight = self.ack.events_in_flight(), "shutting down: draining in-flight events");
                         stopping = true;
@@ -877,7 +938,7 @@ impl Pipeline {
 
     async fn fail(&mut self, txn: TxnId, envelope: Envelope, source: Source, reason: String) {
         self.metrics.publish_errors.with_label_values(&["parked"]).inc();
-        tracing::warn!(event_id = %envelope.id, aggregate_id = %envelope.aggregate_id, "{reason}");
+        outbox::warn_throttled!(Duration::from_secs(1), event_id = %envelope.id, aggregate_id = %envelope.aggregate_id, "{reason}");
         // The marker finishes the event once the failure is recorded.
         let _ = self
             .marks

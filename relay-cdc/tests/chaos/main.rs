@@ -14,3 +14,4 @@ mod large_txn;
 mod outage;
 mod poison;
 mod settings;
+mod shutdown;
