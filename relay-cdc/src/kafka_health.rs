@@ -77,7 +77,8 @@ impl KafkaHealth {
                 silent.as_secs()
             );
         }
-        if waiting == 0 && self.last_probe.elapsed() >= PROBE_EVERY {
+        // Only when truly idle (no report for a while either): the probe blocks the loop.
+        if waiting == 0 && silent >= PROBE_EVERY && self.last_probe.elapsed() >= PROBE_EVERY {
             self.last_probe = Instant::now();
             self.probe_ok = tokio::task::block_in_place(|| producer.check(Duration::from_secs(1)).is_ok());
         }
