@@ -138,9 +138,12 @@ else
   sql() { psql "$DATABASE_URL" "$@"; }
   ok 1 "PostgreSQL and Kafka up ($DATABASE_URL, $KAFKA_BOOTSTRAP_SERVERS)"
 
-  long 2 "cargo build --release -p relay-cdc -p consumer (several minutes the first time)"
-  cargo build --release --locked -p relay-cdc -p consumer || fail 2 "cargo build"
-  target/release/relay-cdc migrate || fail 2 "relay-cdc migrate"
+  long 2 "cargo build --release -p relay-cdc -p consumer -p bot (several minutes the first time)"
+  cargo build --release --locked -p relay-cdc -p consumer -p bot || fail 2 "cargo build"
+  # Each binary migrates what it owns: the outbox, consumed_events + leaderboard, the game.
+  for bin in relay-cdc consumer bot; do
+    target/release/$bin migrate || fail 2 "$bin migrate"
+  done
   sql -c "SELECT tablename FROM pg_tables WHERE schemaname='public' ORDER BY 1;"
   sql -c "SELECT table_name FROM information_schema.views WHERE table_schema='public' ORDER BY 1;"
   ok 2 "migrations applied"

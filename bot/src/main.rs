@@ -20,7 +20,7 @@ enum Command {
     Run(bot::telegram::TelegramArgs),
     /// Play from the terminal: lines like `alice /joingame` (stdin may be piped).
     Console(bot::console::ConsoleArgs),
-    /// Apply the SQL migrations in migrations/ (a second run is a no-op).
+    /// Create or upgrade the game's tables; history in _bot_migrations, a second run is a no-op.
     Migrate {
         /// PostgreSQL connection URL.
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -51,7 +51,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => bot::telegram::run(args).await,
         Command::Console(args) => bot::console::run(args).await,
-        Command::Migrate { database_url } => outbox::migrate::command(&database_url).await,
+        Command::Migrate { database_url } => {
+            outbox::migrate::command(&outbox::migrate::BOT, &database_url).await
+        }
         Command::Replay {
             database_url,
             game_id,

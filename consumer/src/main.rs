@@ -21,7 +21,8 @@ enum Command {
     Run(RunConfig),
     /// Send the messages of `<topic>.dlq` back to their source topic (once per message).
     Redrive(KafkaArgs),
-    /// Apply the SQL migrations in migrations/ (a second run is a no-op).
+    /// Create or upgrade consumed_events and the handlers' tables (the leaderboard); history in
+    /// _consumer_migrations, a second run is a no-op.
     Migrate {
         /// PostgreSQL connection URL.
         #[arg(long, env = "DATABASE_URL")]
@@ -63,6 +64,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Migrate { database_url } => outbox::migrate::command(&database_url).await,
+        Command::Migrate { database_url } => {
+            outbox::migrate::command(&outbox::migrate::CONSUMER, &database_url).await
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! - [`envelope`]: the JSON envelope and headers every event carries on Kafka.
 //! - [`emit`]: the application-side API that writes an event into `outbox_events` inside the
 //!   caller's transaction (the transactional outbox itself).
-//! - [`migrate`]: the embedded SQL migrations (`migrations/`) and the `migrate` command.
+//! - [`migrate`]: the embedded SQL migrations (`migrations/{relay,consumer,bot}`), one history
+//!   table per owner, and the `migrate` command.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` for every service.
 //! - [`telemetry`]: logging set-up shared by the binaries.
 //! - [`throttle`]: rate-limited warnings for retry and drain loops (`warn_throttled!`).

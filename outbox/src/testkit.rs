@@ -66,6 +66,17 @@ impl TestDb {
 
     /// Creates `t_<unique>` in the cluster of `base_url` (a private one, say) and migrates it.
     pub async fn create_in(base_url: &str) -> anyhow::Result<Self> {
+        let db = Self::empty_in(base_url).await?;
+        crate::migrate::run_all(&db.url).await?;
+        Ok(db)
+    }
+
+    /// Creates `t_<unique>` in the shared cluster without migrating it (migration tests).
+    pub async fn empty() -> anyhow::Result<Self> {
+        Self::empty_in(&database_url()).await
+    }
+
+    async fn empty_in(base_url: &str) -> anyhow::Result<Self> {
         let base: PgConnectOptions = base_url.parse().context("parsing the database URL")?;
         let name = unique_name("t");
         let mut admin = base
@@ -79,7 +90,6 @@ impl TestDb {
         admin.close().await?;
         let opts = base.database(&name);
         let url = with_database(base_url, &name);
-        crate::migrate::run(&url).await?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .connect_with(opts)

@@ -593,7 +593,10 @@ fn app_services_run_our_image_in_the_right_order() {
     let config = default_config();
     let dockerfile = read("Dockerfile");
     let cmd = |name: &str| strings(service(config, name).get("command"));
-    assert_eq!(cmd("migrator"), ["relay-cdc", "migrate"]);
+    assert_eq!(
+        cmd("migrator"),
+        ["sh", "-c", "relay-cdc migrate && consumer migrate && bot migrate"]
+    );
     assert_eq!(cmd("relay"), ["relay-cdc", "run"]);
     assert_eq!(cmd("consumer"), ["consumer", "run"]);
     assert_eq!(cmd("bot"), ["bot", "run"]);
@@ -618,15 +621,26 @@ fn app_services_run_our_image_in_the_right_order() {
             root().display().to_string()
         );
         assert_eq!(build.get("dockerfile").unwrap().scalar(), "Dockerfile");
-        let binary = &cmd(name)[0];
-        assert!(
-            dockerfile.contains(&format!("target/release/{binary}")),
-            "Dockerfile must ship {binary}"
-        );
-        assert!(
-            root().join(binary).join("Cargo.toml").is_file(),
-            "{binary} is not a workspace crate"
-        );
+        // `sh -c "a migrate && b migrate"` runs several of our binaries.
+        let command = cmd(name);
+        let binaries: Vec<String> = if command[0] == "sh" {
+            command[2]
+                .split("&&")
+                .map(|step| step.split_whitespace().next().unwrap().to_string())
+                .collect()
+        } else {
+            vec![command[0].clone()]
+        };
+        for binary in &binaries {
+            assert!(
+                dockerfile.contains(&format!("target/release/{binary}")),
+                "Dockerfile must ship {binary}"
+            );
+            assert!(
+                root().join(binary).join("Cargo.toml").is_file(),
+                "{binary} is not a workspace crate"
+            );
+        }
     }
 
     let condition = |name: &str, dep: &str| {

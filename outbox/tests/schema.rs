@@ -228,11 +228,17 @@ async fn marking_rows_sent_is_a_hot_update() {
 #[tokio::test]
 async fn migrating_twice_is_a_no_op() {
     let db = TestDb::new().await.unwrap();
-    let applied = outbox::migrate::run(&db.url).await.unwrap();
-    assert!(applied.is_empty(), "second run applied {applied:?}");
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(total as usize, outbox::migrate::MIGRATOR.iter().count());
+    for owner in outbox::migrate::ALL {
+        let applied = outbox::migrate::run(owner, &db.url).await.unwrap();
+        assert!(
+            applied.is_empty(),
+            "{}: second run applied {applied:?}",
+            owner.name
+        );
+        let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", owner.table))
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(total as usize, owner.migrator.iter().count());
+    }
 }

@@ -17,4 +17,5 @@ pub mod poll;
 pub mod producer;
 pub mod relay;
 pub mod replication;
+pub mod retention;
 pub mod slot;

@@ -30,8 +30,11 @@ enum Command {
     /// Publish the outbox to Kafka (leads the slot, or stands by while another relay leads);
     /// `--source poll` polls the table where logical replication is not allowed.
     Run(RunArgs),
-    /// Apply the SQL migrations in migrations/ (a second run is a no-op).
+    /// Create or upgrade the outbox (outbox_events, its views, the publication, the relay's
+    /// tables); history in _relay_cdc_migrations, a second run is a no-op.
     Migrate(DbArgs),
+    /// Print the outbox's SQL, for teams that migrate with their own tool.
+    Schema,
     /// Print the slot, its lag and the outbox rows by status.
     Status(SlotArgs),
     /// Re-send failed and parked rows in order (after fixing the cause, e.g. raising a topic's
@@ -149,6 +152,8 @@ struct RunArgs {
     /// ...or after this many milliseconds.
     #[arg(long, env = "RELAY_MARK_INTERVAL_MS", default_value_t = 5)]
     mark_interval_ms: u64,
+    #[command(flatten)]
+    retention: relay_cdc::retention::RetentionArgs,
 }
 
 #[derive(Args)]
@@ -164,7 +169,11 @@ async fn main() -> ExitCode {
     outbox::telemetry::init();
     let result = match Cli::parse().command {
         Command::Run(args) => run(args).await,
-        Command::Migrate(db) => outbox::migrate::command(&db.database_url).await,
+        Command::Migrate(db) => outbox::migrate::command(&outbox::migrate::RELAY, &db.database_url).await,
+        Command::Schema => {
+            print!("{}", outbox::migrate::schema_sql(&outbox::migrate::RELAY));
+            Ok(())
+        }
         Command::Status(args) => ops::status(&args.db.database_url, &args.slot_name).await,
         Command::Republish(args) => ops::republish(&args.db.database_url, &args.kafka.producer()).await,
         Command::Slot {
@@ -197,6 +206,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!("signal received: draining and stopping");
         let _ = stop_tx.send(true);
     });
+    relay_cdc::retention::spawn(&args.slot.db.database_url, &args.retention, &metrics);
     if args.source == Source::Poll {
         let cfg = PollConfig {
             database_url: args.slot.db.database_url,

@@ -3,7 +3,7 @@
 //! at phase changes and every domain event (through [`outbox::emit`]) before it commits. Nothing
 //! is half-applied: a refusal or an error rolls everything back.
 //!
-//! The schema is `migrations/20261126000200_game.sql`.
+//! The schema is `migrations/bot/20261126000200_game.sql` (`bot migrate`).
 
 mod replay;
 

@@ -218,7 +218,7 @@ impl Drop for PrivatePg {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgres_outage_is_retried_and_nothing_is_skipped_or_lost() {
     let pg = PrivatePg::start().await;
-    outbox::migrate::run(&pg.url()).await.unwrap();
+    outbox::migrate::run_all(&pg.url()).await.unwrap();
     let pool = PgPoolOptions::new()
         .max_connections(2)
         .connect(&pg.url())

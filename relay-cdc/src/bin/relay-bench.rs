@@ -413,7 +413,7 @@ async fn run_scenario(
         sqlx::query("CHECKPOINT").execute(&mut admin).await?;
     }
     admin.close().await?;
-    outbox::migrate::run(&db_url).await?;
+    outbox::migrate::run_all(&db_url).await?;
     let pool = PgPoolOptions::new()
         .max_connections((cli.writers.max(cli.single_writers).max(8) + 2) as u32)
         .connect(&db_url)
