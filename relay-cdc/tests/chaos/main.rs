@@ -15,3 +15,4 @@ mod outage;
 mod poison;
 mod settings;
 mod shutdown;
+mod startup;
