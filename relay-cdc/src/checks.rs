@@ -64,10 +64,33 @@ pub enum CheckError {
 
 /// Connects, classifying a wrong password and an unreachable server.
 pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, CheckError> {
+    if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+        let scheme = database_url.split_once("://").map_or("(none)", |(s, _)| s);
+        return Err(CheckError::Connect(format!(
+            "DATABASE_URL must be a PostgreSQL URL (postgres://user:password@host:port/database), its scheme is {scheme}"
+        )));
+    }
     let opts: sqlx::postgres::PgConnectOptions = database_url
         .parse()
         .map_err(|e| CheckError::Connect(format!("DATABASE_URL is not a valid URL: {e}")))?;
     let user = opts.get_username().to_owned();
+    let server = format!("{}:{}", opts.get_host(), opts.get_port());
+    // One connection first: a pool only says "timed out" where the server or the network said why.
+    use sqlx::ConnectOptions;
+    match tokio::time::timeout(std::time::Duration::from_secs(10), opts.connect()).await {
+        Ok(Ok(c)) => drop(c),
+        Ok(Err(e)) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("28P01") => {
+            return Err(CheckError::Password(user));
+        }
+        Ok(Err(e)) => {
+            return Err(CheckError::Connect(format!("{server} (from DATABASE_URL): {e}")));
+        }
+        Err(_) => {
+            return Err(CheckError::Connect(format!(
+                "{server} (from DATABASE_URL): no answer within 10 s"
+            )));
+        }
+    }
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(std::time::Duration::from_secs(10))

@@ -52,6 +52,19 @@ async fn each_misconfiguration_gives_one_clear_line() {
         "{line}"
     );
 
+    // Nothing listens there; a URL of another database.
+    let line = run_expecting_error("postgres://postgres:postgres@127.0.0.1:1/x", &slot);
+    assert!(
+        line.contains("cannot connect to PostgreSQL: 127.0.0.1:1 (from DATABASE_URL): ")
+            && !line.contains("pool timed out"),
+        "{line}"
+    );
+    let line = run_expecting_error("mysql://root:pw@127.0.0.1:3306/app", &slot);
+    assert!(
+        line.contains("DATABASE_URL must be a PostgreSQL URL") && line.contains("mysql"),
+        "{line}"
+    );
+
     // A role that may log in but lacks REPLICATION.
     let role = unique_name("norepl");
     sqlx::query(&format!("CREATE ROLE {role} LOGIN PASSWORD 'pw'"))
