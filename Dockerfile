@@ -15,7 +15,7 @@ ARG DEBIAN_SUITE=bookworm
 FROM rust:${RUST_VERSION}-${DEBIAN_SUITE} AS builder
 
 # rdkafka builds its bundled librdkafka (C, configure + make; cmake for its cmake build) and
-# links zlib.
+# links zlib and the system OpenSSL (libssl-dev, found through pkg-config: TLS and SASL to Kafka).
 # hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
@@ -44,7 +44,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 # ---------------------------------------------------------------------------------------------
 FROM debian:${DEBIAN_SUITE}-slim AS runtime
 
-# ca-certificates (and libssl3) for TLS to Telegram's Bot API; bash serves compose healthchecks.
+# libssl3: librdkafka's TLS and SASL (SCRAM) to Kafka; ca-certificates: the system CA store for
+# Kafka (ssl.ca.location=probe) and Telegram's Bot API; bash serves compose healthchecks.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \

@@ -15,16 +15,11 @@ use crate::app::{App, ChatKind, Dest, Incoming, Reply, Response};
 use crate::game::{Actor, PlayerId};
 use crate::store::{Origin, Store};
 
-#[derive(Args, Debug, Clone)]
+/// No `Debug`: it holds the database password.
+#[derive(Args, Clone)]
 pub struct ConsoleArgs {
     /// PostgreSQL connection URL.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres:postgres@localhost:5432/bot_game_test",
-        hide_default_value = true,
-        hide_env_values = true
-    )]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
     /// The group chat id the console plays in (a game per chat, as in Telegram).
     #[arg(long, env = "BOT_CONSOLE_CHAT_ID", default_value_t = -100, allow_hyphen_values = true)]

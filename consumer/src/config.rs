@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::bail;
 use clap::Args;
+use outbox::kafka::KafkaConfigArg;
 use rdkafka::ClientConfig;
 
 /// Where events are read from and dead letters written to.
@@ -21,43 +21,57 @@ pub struct KafkaArgs {
     #[arg(long, env = "KAFKA_CONSUMER_GROUP", default_value = "game-consumer")]
     pub kafka_consumer_group: String,
     /// Extra librdkafka properties for every Kafka client of the consumer, `key=value,...`
-    /// (security.protocol, sasl.*, session.timeout.ms, ...); they override the defaults.
-    #[arg(long, env = "CONSUMER_KAFKA_CONFIG", default_value = "", hide_env_values = true,
-          value_parser = parse_properties)]
-    pub kafka_config: Properties,
+    /// (security.protocol, sasl.*, ssl.*, session.timeout.ms...; `\,` is a comma inside a
+    /// value). They override the defaults, except what exactly-once applying rests on.
+    #[arg(
+        long,
+        env = "CONSUMER_KAFKA_CONFIG",
+        default_value = "",
+        hide_default_value = true,
+        hide_env_values = true
+    )]
+    pub kafka_config: KafkaConfigArg,
 }
 
-/// librdkafka properties given on the command line.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Properties(pub Vec<(String, String)>);
+/// The setting that holds the consumer's extra librdkafka properties.
+pub const KAFKA_CONFIG_SETTING: &str = "CONSUMER_KAFKA_CONFIG";
 
-fn parse_properties(s: &str) -> anyhow::Result<Properties> {
-    let mut props = Vec::new();
-    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let Some((k, v)) = pair.split_once('=') else {
-            bail!("CONSUMER_KAFKA_CONFIG: `{pair}` is not key=value");
-        };
-        props.push((k.trim().to_string(), v.trim().to_string()));
-    }
-    Ok(Properties(props))
-}
+/// Properties `CONSUMER_KAFKA_CONFIG` may not set, and why.
+pub const RESERVED: &[(&str, &str)] = &[
+    ("bootstrap.servers", "set KAFKA_BOOTSTRAP_SERVERS instead"),
+    ("metadata.broker.list", "set KAFKA_BOOTSTRAP_SERVERS instead"),
+    ("group.id", "set KAFKA_CONSUMER_GROUP instead"),
+    (
+        "enable.auto.offset.store",
+        "the consumer stores an offset only after the database commit of its message",
+    ),
+    (
+        "enable.idempotence",
+        "dead letters and redrives always use the idempotent producer",
+    ),
+    ("acks", "dead letters and redrives always use acks=all"),
+    (
+        "request.required.acks",
+        "dead letters and redrives always use acks=all",
+    ),
+];
 
 impl KafkaArgs {
     pub fn dlq_topic(&self) -> String {
         format!("{}.dlq", self.kafka_topic)
     }
 
-    /// The client configuration every Kafka client starts from: brokers, then the overrides.
-    pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+    /// The client configuration every Kafka client starts from: brokers, our defaults, then
+    /// CONSUMER_KAFKA_CONFIG. Fails on a bad CONSUMER_KAFKA_CONFIG, naming the property.
+    pub fn client_config(&self, defaults: &[(&str, &str)]) -> anyhow::Result<ClientConfig> {
+        let props = self.kafka_config.resolve(KAFKA_CONFIG_SETTING, RESERVED)?;
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.kafka_bootstrap_servers);
         for (k, v) in defaults {
             c.set(*k, *v);
         }
-        for (k, v) in &self.kafka_config.0 {
-            c.set(k, v);
-        }
-        c
+        props.apply_to(&mut c);
+        Ok(c)
     }
 }
 
@@ -65,13 +79,7 @@ impl KafkaArgs {
 #[derive(Args, Clone)]
 pub struct RunConfig {
     /// PostgreSQL connection URL.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres:postgres@localhost:5432/bot_game_test",
-        hide_default_value = true,
-        hide_env_values = true
-    )]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -107,24 +115,5 @@ impl RunConfig {
 
     pub fn metrics_log_interval(&self) -> Duration {
         Duration::from_secs(self.metrics_log_secs)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn properties_parse_pairs_and_reject_garbage() {
-        let p = parse_properties(" session.timeout.ms=6000, security.protocol = SSL ,").unwrap();
-        assert_eq!(
-            p.0,
-            [
-                ("session.timeout.ms".to_string(), "6000".to_string()),
-                ("security.protocol".to_string(), "SSL".to_string())
-            ]
-        );
-        assert_eq!(parse_properties("").unwrap(), Properties::default());
-        assert!(parse_properties("oops").is_err());
     }
 }

@@ -5,16 +5,17 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use outbox::kafka::LogContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use uuid::Uuid;
 
 use crate::config::KafkaArgs;
-use crate::kafka;
+use crate::kafka::{self, DlqProducer};
 use crate::message::Item;
 
 /// Headers added to a dead letter (the original headers are kept).
@@ -32,7 +33,7 @@ pub mod header {
 
 /// Writes dead letters.
 pub struct DeadLetters {
-    producer: FutureProducer,
+    producer: DlqProducer,
     source_topic: String,
     topic: String,
 }
@@ -94,13 +95,13 @@ impl DeadLetters {
 pub async fn redrive(args: &KafkaArgs) -> anyhow::Result<u64> {
     let dlq = args.dlq_topic();
     let group = format!("{}-redrive", args.kafka_consumer_group);
-    let consumer: StreamConsumer = args
+    let consumer: StreamConsumer<LogContext> = args
         .client_config(&[
             ("group.id", &group),
             ("enable.auto.commit", "false"),
             ("auto.offset.reset", "earliest"),
-        ])
-        .create()
+        ])?
+        .create_with_context(kafka::log_context())
         .context("creating the redrive consumer")?;
     let producer = kafka::producer(args)?;
     let timeout = Duration::from_secs(10);
@@ -208,9 +209,9 @@ fn header_value<H: Headers>(headers: Option<&H>, name: &str) -> Option<String> {
 /// auto-creation.
 pub async fn ensure_topic(args: &KafkaArgs) -> anyhow::Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<_> = args
-        .client_config(&[])
-        .create()
+    let admin: AdminClient<LogContext> = args
+        .client_config(&[])?
+        .create_with_context(kafka::log_context())
         .context("creating Kafka admin client")?;
     let dlq = args.dlq_topic();
     let results = admin

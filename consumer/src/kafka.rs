@@ -13,8 +13,10 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::KafkaArgs;
+use crate::config::{KAFKA_CONFIG_SETTING, KafkaArgs};
 use crate::metrics::Metrics;
+use outbox::kafka::{ClientLog, LogContext};
+use rdkafka::config::RDKafkaLogLevel;
 
 pub type GroupConsumer = StreamConsumer<GroupContext>;
 
@@ -23,6 +25,7 @@ pub type GroupConsumer = StreamConsumer<GroupContext>;
 pub struct GroupContext {
     metrics: Metrics,
     revoked: Mutex<HashSet<i32>>,
+    log: ClientLog,
 }
 
 impl GroupContext {
@@ -36,6 +39,14 @@ impl GroupContext {
 impl ClientContext for GroupContext {
     fn stats(&self, statistics: Statistics) {
         self.metrics.set_lag(&statistics);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log.log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(error, reason);
     }
 }
 
@@ -92,10 +103,11 @@ pub fn group_consumer(args: &KafkaArgs, metrics: Metrics) -> anyhow::Result<Grou
             ("statistics.interval.ms", "5000"),
             // The prefetch queue is the bulk of the memory; 16 MB still keeps batches full.
             ("queued.max.messages.kbytes", "16384"),
-        ])
+        ])?
         .create_with_context(GroupContext {
             metrics,
             revoked: Mutex::default(),
+            log: ClientLog::new(KAFKA_CONFIG_SETTING),
         })
         .context("creating the Kafka consumer (check CONSUMER_KAFKA_CONFIG)")?;
     consumer
@@ -113,13 +125,22 @@ pub fn store_offsets(consumer: &GroupConsumer, topic: &str, last: &[(i32, i64)])
     consumer.store_offsets(&tpl)
 }
 
+/// The dead-letter and redrive producer.
+pub type DlqProducer = FutureProducer<LogContext>;
+
 /// An idempotent producer (acks=all) for dead letters and redrives.
-pub fn producer(args: &KafkaArgs) -> anyhow::Result<FutureProducer> {
+pub fn producer(args: &KafkaArgs) -> anyhow::Result<DlqProducer> {
     args.client_config(&[
         ("client.id", "outbox-consumer-dlq"),
         ("enable.idempotence", "true"),
+        ("acks", "all"),
         ("linger.ms", "5"),
-    ])
-    .create()
+    ])?
+    .create_with_context(log_context())
     .context("creating the Kafka producer (check CONSUMER_KAFKA_CONFIG)")
+}
+
+/// The context of the consumer's short-lived and auxiliary clients.
+pub fn log_context() -> LogContext {
+    LogContext(ClientLog::new(KAFKA_CONFIG_SETTING))
 }

@@ -25,7 +25,7 @@ enum Command {
     /// _consumer_migrations, a second run is a no-op.
     Migrate {
         /// PostgreSQL connection URL.
-        #[arg(long, env = "DATABASE_URL")]
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
     },
 }
@@ -41,6 +41,7 @@ async fn main() {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
+    outbox::kafka::log_build();
     match command {
         Command::Run(cfg) => {
             let mut term = signal(SignalKind::terminate())?;

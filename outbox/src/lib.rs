@@ -8,11 +8,15 @@
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` for every service.
 //! - [`telemetry`]: logging set-up shared by the binaries.
 //! - [`throttle`]: rate-limited warnings for retry and drain loops (`warn_throttled!`).
+//! - `kafka` (feature `kafka`): librdkafka properties from `*_KAFKA_CONFIG`, secret-safe, and
+//!   client callbacks that report a failing broker connection once.
 //! - `testkit` (feature `testkit`): harness for integration tests against real services.
 
 pub mod emit;
 pub mod envelope;
 pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod migrate;
 pub mod telemetry;
 #[cfg(feature = "testkit")]

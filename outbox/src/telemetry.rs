@@ -1,12 +1,35 @@
-//! Logging for the binaries: `RUST_LOG` filters (default `info`, sqlx notices hidden),
-//! human-readable lines on stderr.
+//! Logging for the binaries, on stderr: `RUST_LOG` filters (default `info`, sqlx notices
+//! hidden); `LOG_FORMAT=text` (the default) prints human-readable lines, coloured only when
+//! stderr is a terminal (and `NO_COLOR` is unset), `LOG_FORMAT=json` one JSON object per line
+//! (timestamp, level, target, fields, current span) for log collectors.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
+/// The variable that picks the log format.
+pub const LOG_FORMAT: &str = "LOG_FORMAT";
+
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let _ = tracing_subscriber::fmt()
+    let format = std::env::var(LOG_FORMAT).unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    match format.trim().to_ascii_lowercase().as_str() {
+        "json" => {
+            let _ = builder
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .try_init();
+        }
+        other => {
+            let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            let _ = builder.with_ansi(ansi).try_init();
+            if !other.is_empty() && other != "text" {
+                tracing::warn!("{LOG_FORMAT}={other:?} is neither `text` nor `json`; logging text");
+            }
+        }
+    }
 }

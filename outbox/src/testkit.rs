@@ -229,6 +229,35 @@ pub struct PrivateServices {
     pub pg_port: u16,
     pub kafka_port: u16,
     kafka_controller_port: u16,
+    /// A SASL_SSL listener besides the plaintext one ([`PrivateServices::with_kafka_sasl`]).
+    pub kafka_sasl: Option<KafkaSasl>,
+}
+
+/// The SASL_SSL listener of a private broker: SCRAM-SHA-512, SCRAM-SHA-256 and PLAIN for one
+/// user, over TLS with a CA made for this instance.
+#[derive(Clone)]
+pub struct KafkaSasl {
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    /// The CA certificate (PEM) clients verify the broker with.
+    pub ca_file: std::path::PathBuf,
+}
+
+impl KafkaSasl {
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// librdkafka properties (the `*_KAFKA_CONFIG` syntax) for `mechanism` and `password`.
+    pub fn client_config(&self, mechanism: &str, password: &str) -> String {
+        format!(
+            "security.protocol=SASL_SSL,sasl.mechanism={mechanism},sasl.username={},\
+             sasl.password={password},ssl.ca.location={}",
+            self.user,
+            self.ca_file.display()
+        )
+    }
 }
 
 impl PrivateServices {
@@ -240,7 +269,21 @@ impl PrivateServices {
             pg_port: free_port(),
             kafka_port: free_port(),
             kafka_controller_port: free_port(),
+            kafka_sasl: None,
         }
+    }
+
+    /// Like [`PrivateServices::new`], with a SASL_SSL listener on Kafka (a fresh password
+    /// per instance, so tests can look for it in logs).
+    pub fn with_kafka_sasl() -> Self {
+        let mut s = Self::new();
+        s.kafka_sasl = Some(KafkaSasl {
+            port: free_port(),
+            user: "relay".to_string(),
+            password: format!("pw-{}", uuid::Uuid::new_v4().simple()),
+            ca_file: s.dir.join("kafka/tls/ca.pem"),
+        });
+        s
     }
 
     /// Runs `scripts/services <command>` for this instance.
@@ -264,6 +307,14 @@ impl PrivateServices {
                 "OUTBOX_KAFKA_CONTROLLER_PORT",
                 self.kafka_controller_port.to_string(),
             )
+            .envs(self.kafka_sasl.iter().flat_map(|s| {
+                [
+                    ("OUTBOX_KAFKA_SASL", "1".to_string()),
+                    ("OUTBOX_KAFKA_SASL_PORT", s.port.to_string()),
+                    ("OUTBOX_KAFKA_SASL_USER", s.user.clone()),
+                    ("OUTBOX_KAFKA_SASL_PASSWORD", s.password.clone()),
+                ]
+            }))
             .output()
             .map_err(|e| format!("running scripts/services: {e}"))?;
         if out.status.success() {
@@ -325,4 +376,62 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Runs `bin --help` and `bin <sub...> --help` for every subcommand (found in the `Commands:`
+/// section, recursively) with `env` set. Returns how many pages were read and, for each page
+/// that shows one of `secrets`, its command line.
+pub fn help_pages_showing(bin: &str, env: &[(&str, &str)], secrets: &[&str]) -> (usize, Vec<String>) {
+    let mut pending: Vec<Vec<String>> = vec![vec![]];
+    let (mut pages, mut leaking) = (0, Vec::new());
+    while let Some(path) = pending.pop() {
+        let out = Command::new(bin)
+            .args(&path)
+            .arg("--help")
+            .envs(env.iter().copied())
+            .output()
+            .expect("running --help");
+        assert!(out.status.success(), "{bin} {path:?} --help failed");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        pages += 1;
+        if secrets.iter().any(|s| text.contains(s)) {
+            leaking.push(format!("{bin} {} --help", path.join(" ")));
+        }
+        let commands = text
+            .lines()
+            .skip_while(|l| !l.starts_with("Commands:"))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "));
+        for line in commands {
+            let name = line.split_whitespace().next().unwrap_or("help");
+            if name != "help" {
+                let mut sub = path.clone();
+                sub.push(name.to_string());
+                pending.push(sub);
+            }
+        }
+    }
+    (pages, leaking)
+}
+
+/// Runs `bin args...`, which must stop at once on a bad setting: exit code `code`, one line on
+/// stderr naming `setting` and containing `expected`, without `hidden` (a secret).
+pub fn assert_refused_in_one_line(
+    bin: &str,
+    args: &[&str],
+    code: i32,
+    setting: &str,
+    expected: &str,
+    hidden: &str,
+) {
+    let out = Command::new(bin)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running the binary");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(setting) && stderr.contains(expected), "{stderr}");
+    assert!(!stderr.contains(hidden), "{stderr}");
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use outbox::kafka::KafkaConfigArg;
 use relay_cdc::checks::CheckError;
 use relay_cdc::metrics::Metrics;
 use relay_cdc::poll::{self, PollConfig};
@@ -56,7 +57,7 @@ enum SlotCommand {
 #[derive(Args)]
 struct DbArgs {
     /// PostgreSQL connection URL (the role needs REPLICATION for `run --source cdc`).
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
 }
 
@@ -86,17 +87,34 @@ struct KafkaArgs {
     /// How long the producer waits to fill a batch.
     #[arg(long, env = "RELAY_LINGER_MS", default_value_t = 2)]
     linger_ms: u32,
+    /// Extra librdkafka properties for every Kafka client of the relay, `key=value,...`
+    /// (security.protocol, sasl.*, ssl.*...; `\,` is a comma inside a value). They override the
+    /// defaults, except the delivery guarantee (acks, enable.idempotence).
+    #[arg(
+        long,
+        env = "RELAY_KAFKA_CONFIG",
+        default_value = "",
+        hide_default_value = true,
+        hide_env_values = true
+    )]
+    kafka_config: KafkaConfigArg,
 }
 
 impl KafkaArgs {
-    fn producer(&self) -> ProducerConfig {
-        ProducerConfig {
+    /// The producer settings; fails on a bad RELAY_KAFKA_CONFIG, naming the property.
+    fn producer(&self) -> anyhow::Result<ProducerConfig> {
+        outbox::kafka::log_build();
+        let kafka_config = self
+            .kafka_config
+            .resolve(producer::KAFKA_CONFIG_SETTING, producer::RESERVED)?;
+        Ok(ProducerConfig {
             bootstrap_servers: self.kafka_bootstrap_servers.clone(),
             topic: self.kafka_topic.clone(),
             routes: self.topic_routes.0.clone(),
             max_message_bytes: self.max_message_bytes,
             linger_ms: self.linger_ms,
-        }
+            kafka_config,
+        })
     }
 }
 
@@ -175,7 +193,10 @@ async fn main() -> ExitCode {
             Ok(())
         }
         Command::Status(args) => ops::status(&args.db.database_url, &args.slot_name).await,
-        Command::Republish(args) => ops::republish(&args.db.database_url, &args.kafka.producer()).await,
+        Command::Republish(args) => match args.kafka.producer() {
+            Ok(producer) => ops::republish(&args.db.database_url, &producer).await,
+            Err(e) => Err(e),
+        },
         Command::Slot {
             command: SlotCommand::Drop(args),
         } => ops::drop_slot(&args.db.database_url, &args.slot_name).await,
@@ -197,6 +218,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let producer = args.kafka.producer()?;
     let metrics = Metrics::new();
     let ready = outbox::http::Readiness::default();
     let _server = outbox::http::serve(args.metrics_addr, metrics.registry.clone(), ready.clone()).await?;
@@ -211,7 +233,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let cfg = PollConfig {
             database_url: args.slot.db.database_url,
             slot: args.slot.slot_name,
-            producer: args.kafka.producer(),
+            producer,
             batch: args.poll_batch.max(1),
             interval: Duration::from_millis(args.poll_interval_ms),
             stale: Duration::from_secs(args.poll_stale_secs.max(1)),
@@ -223,7 +245,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         slot: args.slot.slot_name,
         publication: args.publication,
         message_prefix: args.message_prefix,
-        producer: args.kafka.producer(),
+        producer,
         max_in_flight: args.max_in_flight.max(1),
         max_in_flight_bytes: args.max_in_flight_bytes.max(1),
         mark_batch: args.mark_batch.max(1),

@@ -42,7 +42,8 @@ pub const POLL_INDEX_DDL: &str = "CREATE INDEX CONCURRENTLY IF NOT EXISTS outbox
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Everything `relay-cdc run --source poll` is configured with.
-#[derive(Debug, Clone)]
+/// No `Debug`: the database URL holds a password.
+#[derive(Clone)]
 pub struct PollConfig {
     pub database_url: String,
     /// Names the leader lock, shared with a CDC relay of the same slot name.

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use outbox::Envelope;
+use outbox::kafka::{ClientLog, KafkaProperties, LogContext};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -27,34 +28,44 @@ pub struct Delivery {
 
 pub struct Context {
     tx: mpsc::UnboundedSender<Delivery>,
-    /// Named in librdkafka's warnings, which repeat on every reconnect while Kafka is down.
-    servers: String,
-    throttle: std::sync::Mutex<outbox::throttle::Throttle>,
-}
-
-impl Context {
-    /// librdkafka's warnings and errors, at most one line per 10 s with the count of the others.
-    fn warn(&self, text: std::fmt::Arguments<'_>) {
-        let allowed = self.throttle.lock().unwrap_or_else(|p| p.into_inner()).allow();
-        if let Some(suppressed) = allowed {
-            tracing::warn!(target: "librdkafka", servers = %self.servers, suppressed, "Kafka: {text}");
-        }
-    }
+    log: ClientLog,
 }
 
 impl ClientContext for Context {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        use rdkafka::config::RDKafkaLogLevel::*;
-        match level {
-            Emerg | Alert | Critical | Error | Warning => self.warn(format_args!("{fac} {message}")),
-            Notice | Info | Debug => tracing::debug!(target: "librdkafka", "{fac} {message}"),
-        }
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log.log(level, fac, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        self.warn(format_args!("{error}: {reason}"));
+        self.log.error(error, reason);
     }
 }
+
+/// The setting that holds the relay's extra librdkafka properties.
+pub const KAFKA_CONFIG_SETTING: &str = "RELAY_KAFKA_CONFIG";
+
+/// Properties `RELAY_KAFKA_CONFIG` may not set, and why: the delivery guarantee rests on the
+/// first ones, the others have settings of their own.
+pub const RESERVED: &[(&str, &str)] = &[
+    ("bootstrap.servers", "set KAFKA_BOOTSTRAP_SERVERS instead"),
+    ("metadata.broker.list", "set KAFKA_BOOTSTRAP_SERVERS instead"),
+    (
+        "enable.idempotence",
+        "the relay's producer is always idempotent (no duplicates or reordering on retries)",
+    ),
+    (
+        "acks",
+        "the relay always uses acks=all (a row is marked sent once every in-sync replica has it)",
+    ),
+    (
+        "request.required.acks",
+        "the relay always uses acks=all (a row is marked sent once every in-sync replica has it)",
+    ),
+    ("transactional.id", "the relay does not use Kafka transactions"),
+    ("message.max.bytes", "set RELAY_MAX_MESSAGE_BYTES instead"),
+    ("linger.ms", "set RELAY_LINGER_MS instead"),
+    ("queue.buffering.max.ms", "set RELAY_LINGER_MS instead"),
+];
 
 impl ProducerContext for Context {
     type DeliveryOpaque = Box<Token>;
@@ -92,7 +103,8 @@ pub struct EventProducer {
     /// aggregate are sent.
     max_message_bytes: usize,
     topic_limits: HashMap<String, usize>,
-    bootstrap_servers: String,
+    /// The settings every client of the relay is created with (brokers and RELAY_KAFKA_CONFIG).
+    client: ClientConfig,
 }
 
 /// Producer settings from the command line.
@@ -104,12 +116,25 @@ pub struct ProducerConfig {
     pub routes: Vec<(String, String)>,
     pub max_message_bytes: usize,
     pub linger_ms: u32,
+    /// RELAY_KAFKA_CONFIG: applied to every client, over our defaults (`Debug` hides secrets).
+    pub kafka_config: KafkaProperties,
+}
+
+impl ProducerConfig {
+    /// Brokers and the user's properties: what every Kafka client of the relay starts from.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers);
+        self.kafka_config.apply_to(&mut c);
+        c
+    }
 }
 
 impl EventProducer {
     pub fn new(cfg: &ProducerConfig) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<Delivery>)> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let inner: ThreadedProducer<Context> = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", &cfg.bootstrap_servers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -121,12 +146,13 @@ impl EventProducer {
             .set("batch.num.messages", "10000")
             .set("queue.buffering.max.messages", "200000")
             .set("compression.type", "lz4")
-            .set("message.max.bytes", cfg.max_message_bytes.max(1000).to_string())
-            .create_with_context(Context {
-                tx,
-                servers: cfg.bootstrap_servers.clone(),
-                throttle: std::sync::Mutex::new(outbox::throttle::Throttle::new(Duration::from_secs(10))),
-            })?;
+            .set("message.max.bytes", cfg.max_message_bytes.max(1000).to_string());
+        // The user's properties win over the defaults above (RESERVED ones are refused earlier).
+        cfg.kafka_config.apply_to(&mut config);
+        let inner: ThreadedProducer<Context> = config.create_with_context(Context {
+            tx,
+            log: ClientLog::new(KAFKA_CONFIG_SETTING),
+        })?;
         Ok((
             Self {
                 inner,
@@ -134,7 +160,7 @@ impl EventProducer {
                 routes: cfg.routes.clone(),
                 max_message_bytes: cfg.max_message_bytes,
                 topic_limits: HashMap::new(),
-                bootstrap_servers: cfg.bootstrap_servers.clone(),
+                client: cfg.client_config(),
             },
             rx,
         ))
@@ -192,9 +218,9 @@ impl EventProducer {
     /// Reads `max.message.bytes` of every topic this producer writes to. Topics that do not
     /// exist yet keep no limit of their own (the broker default applies when they are created).
     pub async fn refresh_topic_limits(&mut self) -> anyhow::Result<()> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap_servers)
-            .create()?;
+        let admin: AdminClient<LogContext> = self
+            .client
+            .create_with_context(LogContext(ClientLog::new(KAFKA_CONFIG_SETTING)))?;
         let mut topics: Vec<&str> = vec![self.default_topic.as_str()];
         topics.extend(self.routes.iter().map(|(_, t)| t.as_str()));
         let specs: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
@@ -223,12 +249,25 @@ impl EventProducer {
         Ok(())
     }
 
-    /// Is Kafka reachable? Metadata for the default topic, with a short timeout.
+    /// Is Kafka reachable? Metadata for the default topic, with a short timeout. When the
+    /// broker refused our credentials or TLS handshake meanwhile, that is the error returned
+    /// (rather than a timeout).
     pub fn check(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.inner
-            .client()
+        let client = self.inner.client();
+        client
             .fetch_metadata(Some(&self.default_topic), timeout)
             .map(|_| ())
+            .map_err(|e| {
+                if client
+                    .context()
+                    .log
+                    .auth_failed_within(timeout + Duration::from_secs(30))
+                {
+                    KafkaError::MetadataFetch(RDKafkaErrorCode::Authentication)
+                } else {
+                    e
+                }
+            })
     }
 }
 

@@ -29,7 +29,8 @@ use crate::replication::{ReplicationClient, ReplicationEvent, ReplicationStream}
 use crate::{checks, leader, slot};
 
 /// Everything `relay-cdc run` is configured with.
-#[derive(Debug, Clone)]
+/// No `Debug`: the database URL holds a password.
+#[derive(Clone)]
 pub struct RelayConfig {
     pub database_url: String,
     pub slot: String,

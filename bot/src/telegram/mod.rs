@@ -23,7 +23,8 @@ use crate::app::App;
 use crate::commands::COMMANDS;
 use crate::store::Store;
 
-#[derive(Args, Debug, Clone)]
+/// No `Debug`: it holds the bot token and the database password.
+#[derive(Args, Clone)]
 pub struct TelegramArgs {
     /// The bot's token from @BotFather (required).
     #[arg(
@@ -38,13 +39,7 @@ pub struct TelegramArgs {
     #[arg(long, env = "TELEGRAM_API_URL", default_value = "", hide_default_value = true)]
     pub telegram_api_url: String,
     /// PostgreSQL connection URL.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres:postgres@localhost:5432/bot_game_test",
-        hide_default_value = true,
-        hide_env_values = true
-    )]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
 }
 

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::Utc;
-use consumer::config::Properties;
 use consumer::metrics::Metrics;
 use consumer::{KafkaArgs, RunConfig, Service};
 use outbox::Envelope;
@@ -42,7 +41,7 @@ pub fn kafka_args(topic: &str, group: &str) -> KafkaArgs {
         kafka_bootstrap_servers: testkit::kafka_bootstrap(),
         kafka_topic: topic.to_string(),
         kafka_consumer_group: group.to_string(),
-        kafka_config: Properties(vec![("session.timeout.ms".into(), "6000".into())]),
+        kafka_config: KAFKA_TEST_CONFIG.parse().unwrap(),
     }
 }
 

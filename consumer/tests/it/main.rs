@@ -7,3 +7,4 @@ mod dedup;
 mod dlq;
 mod faults;
 mod pipeline;
+mod secrets;
