@@ -14,6 +14,8 @@ use rdkafka::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
+use crate::throttle::Throttle;
+
 /// Whether a property's value is a secret: passwords, client secrets, private keys, JAAS and
 /// OAUTHBEARER configurations. Such values are never printed.
 pub fn is_secret(key: &str) -> bool {
@@ -219,7 +221,7 @@ const REPEAT_QUIET: Duration = Duration::from_secs(60);
 pub struct ClientLog {
     /// The setting that holds the client's properties (`RELAY_KAFKA_CONFIG`...).
     setting: &'static str,
-    last: Mutex<HashMap<String, (Instant, u64)>>,
+    last: Mutex<HashMap<String, Throttle>>,
     auth_failed: Mutex<Option<Instant>>,
 }
 
@@ -243,22 +245,9 @@ impl ClientLog {
     /// `Some(repeats)` when a report of `kind` should be logged now.
     fn due(&self, kind: &str) -> Option<u64> {
         let mut last = self.last.lock().expect("lock poisoned");
-        let now = Instant::now();
-        match last.get_mut(kind) {
-            Some((at, repeats)) if at.elapsed() < REPEAT_QUIET => {
-                *repeats += 1;
-                None
-            }
-            Some((at, repeats)) => {
-                let n = std::mem::take(repeats);
-                *at = now;
-                Some(n)
-            }
-            None => {
-                last.insert(kind.to_string(), (now, 0));
-                Some(0)
-            }
-        }
+        last.entry(kind.to_string())
+            .or_insert_with(|| Throttle::new(REPEAT_QUIET))
+            .allow()
     }
 
     /// For [`rdkafka::ClientContext::error`].
