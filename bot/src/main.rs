@@ -42,7 +42,7 @@ async fn main() {
     outbox::telemetry::init();
     if let Err(e) = run(Cli::parse().command).await {
         // One line that names what to fix.
-        eprintln!("bot: error: {e:#}");
+        outbox::telemetry::fatal(&format!("bot: error: {e:#}"));
         std::process::exit(1);
     }
 }

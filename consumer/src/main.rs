@@ -35,7 +35,7 @@ async fn main() {
     outbox::telemetry::init();
     if let Err(e) = run(Cli::parse().command).await {
         // One line that names what to fix.
-        eprintln!("consumer: error: {e:#}");
+        outbox::telemetry::fatal(&format!("consumer: error: {e:#}"));
         std::process::exit(1);
     }
 }

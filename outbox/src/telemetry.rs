@@ -4,11 +4,24 @@
 //! (timestamp, level, target, fields, current span) for log collectors.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::EnvFilter;
 
 /// The variable that picks the log format.
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
+
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// The line a binary ends with when it fails: as it is on stderr, or as a JSON `ERROR` record
+/// under `LOG_FORMAT=json`, so that every line of the stream parses.
+pub fn fatal(line: &str) {
+    if JSON.load(Ordering::Relaxed) {
+        tracing::error!("{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
 
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
@@ -18,6 +31,7 @@ pub fn init() {
         .with_writer(std::io::stderr);
     match format.trim().to_ascii_lowercase().as_str() {
         "json" => {
+            JSON.store(true, Ordering::Relaxed);
             let _ = builder
                 .json()
                 .with_current_span(true)

@@ -206,11 +206,11 @@ async fn main() -> ExitCode {
         Err(e) => {
             // Configuration problems are one line that names the fix.
             if let Some(c) = e.downcast_ref::<CheckError>() {
-                eprintln!("error: {c}");
+                outbox::telemetry::fatal(&format!("error: {c}"));
             } else if let Some(r) = e.downcast_ref::<replication::ReplicationError>() {
-                eprintln!("error: {r}");
+                outbox::telemetry::fatal(&format!("error: {r}"));
             } else {
-                eprintln!("error: {e:#}");
+                outbox::telemetry::fatal(&format!("error: {e:#}"));
             }
             ExitCode::from(2)
         }

@@ -100,3 +100,30 @@ async fn piped_logs_have_no_colour_codes_and_json_logs_parse() {
         "no librdkafka features line:\n{log}"
     );
 }
+
+#[test]
+fn under_log_format_json_the_closing_error_is_json_too() {
+    let out = Command::new(env!("CARGO_BIN_EXE_relay-cdc"))
+        .args([
+            "run",
+            "--database-url",
+            "postgres://127.0.0.1:1/none",
+            "--kafka-config",
+            "acks=1",
+        ])
+        .env("LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(stderr.trim()).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(v["level"], "ERROR");
+    assert!(
+        v["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("acks may not be set here"),
+        "{v}"
+    );
+}
