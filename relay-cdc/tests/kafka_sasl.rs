@@ -59,7 +59,8 @@ async fn relay_and_consumer_move_events_over_sasl_ssl_and_a_wrong_password_is_re
     let mut addr = None;
     wait_until(Duration::from_secs(30), "the relay's /metrics address", || {
         addr = metrics_addr(&r.log_text());
-        async { Ok(addr.is_some()) }
+        let found = addr.is_some();
+        async move { Ok(found) }
     })
     .await
     .unwrap();
