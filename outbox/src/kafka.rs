@@ -395,7 +395,7 @@ mod tests {
     fn debug_hides_secrets() {
         let a = arg(
             "sasl.username=alice,sasl.password=pw1,ssl.key.password=pw2,ssl.key.pem=PEMDATA,\
-             sasl.oauthbearer.client.secret=pw3,sasl.oauthbearer.config=principal=x pw4",
+             ssl.keystore.password=pw3,sasl.oauthbearer.config=principal=x pw4",
         );
         let shown = format!("{a:?} {:?}", a.resolve("X", &[]).unwrap());
         for secret in ["pw1", "pw2", "PEMDATA", "pw3", "pw4"] {
