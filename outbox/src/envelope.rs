@@ -1,4 +1,4 @@
-//! The message contract on Kafka (DESIGN.md, "Kafka message").
+//! The message contract on Kafka (key, value, headers: the README's relay-cdc section).
 //!
 //! Key: `aggregate_id`. Value: this envelope as JSON. Headers repeat `id`, `event_type`,
 //! `aggregate_type` and `idempotency_key` so consumers can route without parsing the body.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The services of the design, in the order of DESIGN.md.
+/// The services of the compose stack, in the order the README lists them.
 const SERVICES: &[&str] = &[
     "pg",
     "kafka",

@@ -361,8 +361,8 @@ fn dashboard_queries() -> Vec<(String, String)> {
     queries
 }
 
-/// The dashboard names only metrics our services register, and draws what DESIGN.md's metrics
-/// section lists. Runs without services.
+/// The dashboard names only metrics our services register, and draws what the README's metrics
+/// section (Observability) lists. Runs without services.
 #[test]
 fn dashboard_queries_only_metrics_the_services_register() {
     let declared = declared_names();
